@@ -1,0 +1,79 @@
+//! The command line: `snapkeep` (or `snapkeep serve`) runs the server; `snapkeep healthcheck`
+//! asks a running server whether it is up, for a container's `HEALTHCHECK` without curl.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use http_body_util::Empty;
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// A small self-hosted backup server for browser app state. Configured with SNAPKEEP_*
+/// environment variables (see the README).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand, PartialEq, Eq)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Exit 0 if the server at SNAPKEEP_LISTEN answers GET /healthz with 200, else 1.
+    Healthcheck,
+}
+
+/// Asks the server listening on `listen` for `/healthz`. A wildcard address (`0.0.0.0`) is
+/// reached through loopback.
+pub async fn healthcheck(listen: SocketAddr) -> anyhow::Result<()> {
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let target = SocketAddr::new(ip, listen.port());
+    let status = tokio::time::timeout(Duration::from_secs(5), get_healthz(target))
+        .await
+        .with_context(|| format!("no answer from {target} within 5 s"))??;
+    if status != 200 {
+        bail!("{target} answered /healthz with {status}");
+    }
+    Ok(())
+}
+
+async fn get_healthz(target: SocketAddr) -> anyhow::Result<u16> {
+    let stream = TcpStream::connect(target)
+        .await
+        .with_context(|| format!("cannot connect to {target}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let request = hyper::Request::get("/healthz")
+        .header(hyper::header::HOST, target.to_string())
+        .body(Empty::<Bytes>::new())?;
+    Ok(sender.send_request(request).await?.status().as_u16())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_is_the_default() {
+        assert_eq!(Cli::parse_from(["snapkeep"]).command, None);
+        assert_eq!(
+            Cli::parse_from(["snapkeep", "healthcheck"]).command,
+            Some(Command::Healthcheck)
+        );
+    }
+}

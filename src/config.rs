@@ -1,0 +1,244 @@
+//! Configuration: the `SNAPKEEP_*` environment variables, read once with envy at start and
+//! validated into a typed [`Config`]. A bad value is a [`ConfigError`] whose one-line message
+//! names the variable, what it expects and what it got; `main` exits with code 2 on it.
+//!
+//! Tests build a `Config` from an iterator of pairs ([`Config::from_iter`]), never by setting the
+//! process environment.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::store::retain::Retention;
+
+/// The validated settings of one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Route prefix, starting with `/` and without a trailing one, e.g. `/api/backup`.
+    pub base_path: String,
+    pub max_body_bytes: usize,
+    pub retention: Retention,
+    pub fsync: bool,
+    /// A `tracing_subscriber::EnvFilter` directive, already checked.
+    pub log: String,
+}
+
+/// A setting that cannot be used, with the sentence that says why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+/// The variables as envy reads them: text, with the prefix stripped and lowercased.
+#[derive(Debug, Deserialize)]
+struct Raw {
+    enabled: Option<String>,
+    listen: Option<String>,
+    data_dir: Option<String>,
+    base_path: Option<String>,
+    max_body_bytes: Option<String>,
+    retain_last: Option<String>,
+    fsync: Option<String>,
+    log: Option<String>,
+    /// Every other `SNAPKEEP_*` variable, most likely a typo; reported as a warning.
+    #[serde(flatten)]
+    unknown: BTreeMap<String, String>,
+}
+
+const PREFIX: &str = "SNAPKEEP_";
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<(Self, Vec<String>), ConfigError> {
+        Self::from_iter(std::env::vars())
+    }
+
+    /// Reads `SNAPKEEP_*` pairs from `vars`; other names are ignored. Also returns the names of
+    /// `SNAPKEEP_*` variables that snapkeep does not know, so the caller can warn about them.
+    pub fn from_iter(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Self, Vec<String>), ConfigError> {
+        let raw: Raw = envy::prefixed(PREFIX)
+            .from_iter(vars)
+            .map_err(|err| ConfigError(format!("cannot read the {PREFIX}* settings: {err}")))?;
+        let unknown = raw
+            .unknown
+            .keys()
+            .map(|key| format!("{PREFIX}{}", key.to_uppercase()))
+            .collect();
+        Ok((raw.validate()?, unknown))
+    }
+}
+
+impl Raw {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let retain_last = number(&self.retain_last, "RETAIN_LAST", 10, 1)?;
+        Ok(Config {
+            enabled: boolean(&self.enabled, "ENABLED", true)?,
+            listen: listen(&self.listen)?,
+            data_dir: PathBuf::from(self.data_dir.as_deref().unwrap_or("./data")),
+            base_path: base_path(&self.base_path)?,
+            max_body_bytes: number(&self.max_body_bytes, "MAX_BODY_BYTES", 16 * 1024 * 1024, 1)?,
+            retention: Retention {
+                last: NonZeroUsize::new(retain_last).expect("checked to be at least 1"),
+            },
+            fsync: boolean(&self.fsync, "FSYNC", true)?,
+            log: log_filter(&self.log)?,
+        })
+    }
+}
+
+fn invalid(name: &str, expects: &str, got: &str) -> ConfigError {
+    ConfigError(format!("{PREFIX}{name} must be {expects}, got {got:?}"))
+}
+
+fn boolean(value: &Option<String>, name: &str, default: bool) -> Result<bool, ConfigError> {
+    match value.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None => Ok(default),
+        Some("true" | "1" | "yes" | "on") => Ok(true),
+        Some("false" | "0" | "no" | "off") => Ok(false),
+        Some(_) => Err(invalid(name, "true or false", value.as_deref().unwrap())),
+    }
+}
+
+fn number(
+    value: &Option<String>,
+    name: &str,
+    default: usize,
+    min: usize,
+) -> Result<usize, ConfigError> {
+    let Some(text) = value else {
+        return Ok(default);
+    };
+    match text.trim().parse::<usize>() {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(invalid(name, &format!("a whole number of at least {min}"), text)),
+    }
+}
+
+fn listen(value: &Option<String>) -> Result<SocketAddr, ConfigError> {
+    let text = value.as_deref().unwrap_or("127.0.0.1:8080");
+    text.parse().map_err(|_| {
+        invalid(
+            "LISTEN",
+            "an IP address and port such as 127.0.0.1:8080 or 0.0.0.0:8080",
+            text,
+        )
+    })
+}
+
+fn base_path(value: &Option<String>) -> Result<String, ConfigError> {
+    let text = value.as_deref().unwrap_or("/api/backup");
+    let trimmed = text.trim_end_matches('/');
+    let segment_ok = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    };
+    match trimmed.strip_prefix('/') {
+        Some(rest) if rest.split('/').all(segment_ok) => Ok(trimmed.to_owned()),
+        _ => Err(invalid(
+            "BASE_PATH",
+            "a path such as /api/backup (starting with /, letters, digits, - . _ ~ between slashes)",
+            text,
+        )),
+    }
+}
+
+fn log_filter(value: &Option<String>) -> Result<String, ConfigError> {
+    let text = value.as_deref().unwrap_or("info");
+    match tracing_subscriber::EnvFilter::try_new(text) {
+        Ok(_) => Ok(text.to_owned()),
+        Err(_) => Err(invalid(
+            "LOG",
+            "a log filter such as info, debug or snapkeep=debug,tower_http=info",
+            text,
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<(Config, Vec<String>), ConfigError> {
+        Config::from_iter(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    fn error(pairs: &[(&str, &str)]) -> String {
+        config(pairs).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let (c, unknown) = config(&[("PATH", "/usr/bin")]).unwrap();
+        assert!(c.enabled && c.fsync);
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.base_path, "/api/backup");
+        assert_eq!(c.max_body_bytes, 16_777_216);
+        assert_eq!(c.retention.last.get(), 10);
+        assert_eq!(c.log, "info");
+        assert!(unknown.is_empty());
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let (c, _) = config(&[
+            ("SNAPKEEP_ENABLED", "false"),
+            ("SNAPKEEP_LISTEN", "0.0.0.0:9000"),
+            ("SNAPKEEP_DATA_DIR", "/var/lib/snapkeep"),
+            ("SNAPKEEP_BASE_PATH", "/backup/"),
+            ("SNAPKEEP_MAX_BODY_BYTES", "1024"),
+            ("SNAPKEEP_RETAIN_LAST", "3"),
+            ("SNAPKEEP_FSYNC", "FALSE"),
+            ("SNAPKEEP_LOG", "debug"),
+        ])
+        .unwrap();
+        assert!(!c.enabled && !c.fsync);
+        assert_eq!(c.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/snapkeep"));
+        assert_eq!(c.base_path, "/backup");
+        assert_eq!((c.max_body_bytes, c.retention.last.get()), (1024, 3));
+        assert_eq!(c.log, "debug");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_the_expectation_and_the_value() {
+        assert_eq!(
+            error(&[("SNAPKEEP_RETAIN_LAST", "0")]),
+            r#"SNAPKEEP_RETAIN_LAST must be a whole number of at least 1, got "0""#
+        );
+        assert_eq!(
+            error(&[("SNAPKEEP_ENABLED", "maybe")]),
+            r#"SNAPKEEP_ENABLED must be true or false, got "maybe""#
+        );
+        for (name, value) in [
+            ("SNAPKEEP_MAX_BODY_BYTES", "16MB"),
+            ("SNAPKEEP_LISTEN", "8080"),
+            ("SNAPKEEP_BASE_PATH", "api"),
+            ("SNAPKEEP_BASE_PATH", "/"),
+            ("SNAPKEEP_BASE_PATH", "/a/../b"),
+            ("SNAPKEEP_FSYNC", ""),
+            ("SNAPKEEP_LOG", "=="),
+        ] {
+            let message = error(&[(name, value)]);
+            assert!(message.starts_with(&format!("{name} must be ")), "{message}");
+            assert!(message.ends_with(&format!("got {value:?}")), "{message}");
+            assert!(!message.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn unknown_snapkeep_variables_are_reported() {
+        let (_, unknown) = config(&[("SNAPKEEP_RETIAN_LAST", "5")]).unwrap();
+        assert_eq!(unknown, vec!["SNAPKEEP_RETIAN_LAST".to_string()]);
+    }
+}

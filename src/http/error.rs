@@ -1,0 +1,113 @@
+//! `ApiError`: every way a request can fail, the one place that picks its status code, and its
+//! JSON body `{"error": "<sentence>", "code": "<machine_code>"}`. Details of server-side
+//! failures go to the log; the client gets a fixed sentence.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::store::StoreError;
+use crate::store::name::NameError;
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// A path segment is not a valid session or snapshot id, or the path has no such shape.
+    InvalidPath(String),
+    InvalidJson(String),
+    /// The body ended early (the client hung up or the connection broke mid-upload).
+    IncompleteBody,
+    NotFound(&'static str),
+    MethodNotAllowed,
+    BodyTooLarge { limit: usize },
+    UnsupportedMediaType(String),
+    Disabled,
+    NotReady,
+    InsufficientStorage,
+    /// A server-side failure; its details were logged where it happened.
+    Internal,
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        use ApiError::*;
+        match self {
+            InvalidPath(why) => (StatusCode::BAD_REQUEST, "invalid_path", why.clone()),
+            InvalidJson(why) => (StatusCode::BAD_REQUEST, "invalid_json", why.clone()),
+            IncompleteBody => (
+                StatusCode::BAD_REQUEST,
+                "incomplete_body",
+                "The request body ended before it was complete.".into(),
+            ),
+            NotFound(what) => (StatusCode::NOT_FOUND, "not_found", (*what).into()),
+            MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "This path does not take that method.".into(),
+            ),
+            BodyTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("The snapshot is larger than this server's limit of {limit} bytes."),
+            ),
+            UnsupportedMediaType(why) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                why.clone(),
+            ),
+            Disabled => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "disabled",
+                "Backups are switched off on this server (SNAPKEEP_ENABLED=false).".into(),
+            ),
+            NotReady => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "The data directory is not writable.".into(),
+            ),
+            InsufficientStorage => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                "The server has no space left for this snapshot; earlier snapshots are intact."
+                    .into(),
+            ),
+            Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "The server failed to handle this request; the details are in its log.".into(),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, error) = self.parts();
+        let mut body = json!({ "error": error, "code": code });
+        if let ApiError::BodyTooLarge { limit } = self {
+            body["limit"] = limit.into();
+        }
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<NameError> for ApiError {
+    fn from(err: NameError) -> Self {
+        ApiError::InvalidPath(format!("Invalid path: {err}."))
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound => ApiError::NotFound("No such snapshot."),
+            StoreError::StorageFull(io) => {
+                tracing::warn!(error = %io, "refused a write: storage full");
+                ApiError::InsufficientStorage
+            }
+            StoreError::Io(io) => {
+                tracing::error!(error = %io, "storage error");
+                ApiError::Internal
+            }
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Route handlers: take typed input from the extractors, call the store, shape the answer.
+//! No filesystem calls here.
+
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderName, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::macros::format_description;
+use tokio_util::io::ReaderStream;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{JsonBody, SessionPath, SnapshotPath};
+use crate::store::name::SessionId;
+use crate::store::{Saved, Snapshot, SnapshotInfo, Which};
+
+type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+pub async fn readyz(State(app): State<AppState>) -> Result<Json<Value>> {
+    if !app.config.enabled {
+        // Nothing on disk is used while disabled, so nothing is probed either.
+        return Ok(Json(json!({ "status": "ready", "enabled": false })));
+    }
+    app.store.check_writable().await.map_err(|err| {
+        tracing::warn!(error = %err, "readiness check failed");
+        ApiError::NotReady
+    })?;
+    Ok(Json(json!({ "status": "ready", "enabled": true })))
+}
+
+pub async fn status(State(app): State<AppState>) -> Json<Value> {
+    let config = &app.config;
+    Json(json!({
+        "service": "snapkeep",
+        "version": env!("CARGO_PKG_VERSION"),
+        "enabled": config.enabled,
+        "basePath": config.base_path,
+        "maxBodyBytes": config.max_body_bytes,
+        "retention": { "last": config.retention.last.get() },
+        "auth": "none",
+    }))
+}
+
+pub async fn save(
+    State(app): State<AppState>,
+    SessionPath(session): SessionPath,
+    JsonBody(body): JsonBody,
+) -> Result<Response> {
+    let saved = app.store.save(&session, body).await?;
+    let status = match saved.deduplicated {
+        true => StatusCode::OK,
+        false => StatusCode::CREATED,
+    };
+    let location = format!("{}/{session}/{}", app.config.base_path, saved.info.id);
+    let headers = [
+        (header::LOCATION, location),
+        (header::ETAG, etag(&saved.info)),
+    ];
+    Ok((status, headers, Json(SavedBody::new(&session, saved))).into_response())
+}
+
+pub async fn list(
+    State(app): State<AppState>,
+    SessionPath(session): SessionPath,
+) -> Result<Json<Value>> {
+    let snapshots: Vec<Value> = app
+        .store
+        .list(&session)
+        .await?
+        .iter()
+        .map(|info| {
+            json!({
+                "id": info.id.to_string(),
+                "createdAt": rfc3339(info.id.created_at()),
+                "bytes": info.bytes,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "session": session.as_str(), "snapshots": snapshots })))
+}
+
+pub async fn latest(
+    State(app): State<AppState>,
+    SessionPath(session): SessionPath,
+) -> Result<Response> {
+    let snapshot = app.store.open(&session, Which::Latest).await?;
+    Ok(snapshot_response(snapshot))
+}
+
+pub async fn snapshot(
+    State(app): State<AppState>,
+    SnapshotPath(session, id): SnapshotPath,
+) -> Result<Response> {
+    let snapshot = app.store.open(&session, Which::Id(id)).await?;
+    Ok(snapshot_response(snapshot))
+}
+
+pub async fn delete_snapshot(
+    State(app): State<AppState>,
+    SnapshotPath(session, id): SnapshotPath,
+) -> Result<StatusCode> {
+    app.store.delete(&session, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn delete_session(
+    State(app): State<AppState>,
+    SessionPath(session): SessionPath,
+) -> Result<StatusCode> {
+    app.store.delete_session(&session).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Unknown paths: under the base path a malformed request (`..`, an empty or extra segment) is
+/// the client's mistake and gets 400; anywhere else, 404.
+pub async fn fallback(State(app): State<AppState>, uri: Uri) -> ApiError {
+    let base = &app.config.base_path;
+    match uri.path().strip_prefix(base.as_str()) {
+        Some(rest) if rest.starts_with('/') => ApiError::InvalidPath(format!(
+            "Invalid path: expected {base}/{{session}}, {base}/{{session}}/latest or \
+             {base}/{{session}}/{{id}}."
+        )),
+        _ => ApiError::NotFound("No such route."),
+    }
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// The body of a write's answer.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SavedBody {
+    session: String,
+    id: String,
+    created_at: String,
+    bytes: u64,
+    sha256: String,
+    deduplicated: bool,
+    pruned: Vec<String>,
+}
+
+impl SavedBody {
+    fn new(session: &SessionId, saved: Saved) -> Self {
+        Self {
+            session: session.to_string(),
+            id: saved.info.id.to_string(),
+            created_at: rfc3339(saved.info.id.created_at()),
+            bytes: saved.info.bytes,
+            sha256: saved.sha256,
+            deduplicated: saved.deduplicated,
+            pruned: saved.pruned.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+/// Streams a snapshot's exact bytes, so a large one is never loaded whole.
+fn snapshot_response(snapshot: Snapshot) -> Response {
+    let info = &snapshot.info;
+    let modified = httpdate::fmt_http_date(SystemTime::from(info.id.created_at()));
+    let headers = [
+        (header::CONTENT_TYPE, "application/json".to_owned()),
+        (header::CONTENT_LENGTH, info.bytes.to_string()),
+        (header::ETAG, etag(info)),
+        (header::LAST_MODIFIED, modified),
+        (header::CACHE_CONTROL, "no-cache".to_owned()),
+        (HeaderName::from_static("x-snapshot-id"), info.id.to_string()),
+    ];
+    (headers, Body::from_stream(ReaderStream::new(snapshot.body))).into_response()
+}
+
+fn etag(info: &SnapshotInfo) -> String {
+    format!("\"{}\"", info.id)
+}
+
+/// `2026-11-23T18:53:37.123456Z`: RFC 3339 with the id's microseconds.
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    ))
+    .expect("a UTC time always formats")
+}

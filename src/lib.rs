@@ -1,0 +1,19 @@
+//! snapkeep: a small, self-hosted HTTP server that keeps backups of browser app state as plain
+//! JSON files, one per snapshot, with timestamped names and rotation.
+//!
+//! # Layout
+//! - [`config`]: `SNAPKEEP_*` variables -> a validated [`config::Config`].
+//! - [`server`]: binds nothing itself; serves a router on a given listener until shutdown.
+//! - [`http`]: the route table, extractors, handlers and the one error type of the API.
+//! - [`store`]: snapshots on disk: names, atomic writes, dedup, retention. No HTTP in here.
+//! - [`cli`]: subcommands (`serve`, `healthcheck`).
+//!
+//! Dependencies point one way: `http -> store`, `cli -> store`; `store` knows nothing of HTTP.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod server;
+pub mod store;

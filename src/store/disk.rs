@@ -1,0 +1,200 @@
+//! The data directory: every `std::fs` call of the store lives here, and all of it is blocking
+//! (the store runs it in `spawn_blocking`).
+//!
+//! Layout: `<root>/<session>/<snapshot id>.json`. While a write is under way its bytes sit in
+//! `<root>/<session>/.<snapshot id>.json.tmp`. The directory is the whole truth: nothing is
+//! cached, so files added, edited or deleted by hand are seen on the next request. Only names
+//! that parse as snapkeep's own are ever listed, renamed or removed.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use walkdir::WalkDir;
+
+use super::SnapshotInfo;
+use super::atomic;
+use super::name::{SessionId, SnapshotId};
+
+const SNAPSHOT_SUFFIX: &str = ".json";
+const TEMP_SUFFIX: &str = ".json.tmp";
+const PROBE_PREFIX: &str = ".snapkeep-probe-";
+
+#[derive(Debug)]
+pub struct Disk {
+    root: PathBuf,
+    fsync: bool,
+    probes: AtomicU64,
+}
+
+impl Disk {
+    pub fn new(root: PathBuf, fsync: bool) -> Self {
+        Self {
+            root,
+            fsync,
+            probes: AtomicU64::new(0),
+        }
+    }
+
+    fn session_dir(&self, session: &SessionId) -> PathBuf {
+        self.root.join(session.as_str())
+    }
+
+    fn snapshot_path(&self, session: &SessionId, id: &SnapshotId) -> PathBuf {
+        self.session_dir(session).join(snapshot_name(id))
+    }
+
+    /// The session's snapshots in no particular order; an unknown session has none.
+    pub fn entries(&self, session: &SessionId) -> io::Result<Vec<SnapshotInfo>> {
+        let dir = match fs::read_dir(self.session_dir(session)) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            other => other?,
+        };
+        let mut entries = Vec::new();
+        for item in dir {
+            let item = item?;
+            let Some(id) = item.file_name().to_str().and_then(parse_snapshot_name) else {
+                continue;
+            };
+            // A snapshot deleted between read_dir and here is simply gone.
+            match item.metadata() {
+                Ok(meta) if meta.is_file() => entries.push(SnapshotInfo {
+                    id,
+                    bytes: meta.len(),
+                }),
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Opens one snapshot for reading, with its length.
+    pub fn open(&self, session: &SessionId, id: &SnapshotId) -> io::Result<(File, u64)> {
+        let file = File::open(self.snapshot_path(session, id))?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        Ok((file, meta.len()))
+    }
+
+    pub fn read(&self, session: &SessionId, id: &SnapshotId) -> io::Result<Vec<u8>> {
+        fs::read(self.snapshot_path(session, id))
+    }
+
+    /// Writes a new snapshot durably (see [`atomic`]), creating the session's directory first.
+    pub fn write(&self, session: &SessionId, id: &SnapshotId, bytes: &[u8]) -> io::Result<()> {
+        let dir = self.session_dir(session);
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir)?;
+            if self.fsync {
+                atomic::sync_dir(&self.root)?;
+            }
+        }
+        let temp_name = format!(".{id}{TEMP_SUFFIX}");
+        atomic::write(&dir, &snapshot_name(id), &temp_name, bytes, self.fsync)
+    }
+
+    pub fn remove(&self, session: &SessionId, id: &SnapshotId) -> io::Result<()> {
+        fs::remove_file(self.snapshot_path(session, id))
+    }
+
+    /// Removes every snapshot (and leftover temp file) of the session, then its directory
+    /// unless files snapkeep did not make are still in it. Unknown sessions are fine.
+    pub fn remove_session(&self, session: &SessionId) -> io::Result<()> {
+        let dir = self.session_dir(session);
+        let items = match fs::read_dir(&dir) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            other => other?,
+        };
+        for item in items {
+            let item = item?;
+            let name = item.file_name();
+            let ours = name.to_str().is_some_and(|n| {
+                parse_snapshot_name(n).is_some() || parse_temp_name(n).is_some()
+            });
+            if ours && item.file_type()?.is_file() {
+                ignore_not_found(fs::remove_file(item.path()))?;
+            }
+        }
+        match fs::remove_dir(&dir) {
+            Err(err) if err.kind() == io::ErrorKind::DirectoryNotEmpty => Ok(()),
+            other => ignore_not_found(other),
+        }
+    }
+
+    /// Creates the data directory if needed and removes temp files that a crashed run left
+    /// behind. Returns how many were removed.
+    pub fn prepare(&self) -> io::Result<usize> {
+        fs::create_dir_all(&self.root)?;
+        let mut removed = 0;
+        let walk = WalkDir::new(&self.root).min_depth(1).max_depth(2);
+        for item in walk.into_iter().filter_map(Result::ok) {
+            let name = item.file_name().to_str().unwrap_or_default();
+            let leftover = match item.depth() {
+                1 => name.starts_with(PROBE_PREFIX),
+                _ => parse_temp_name(name).is_some() && session_of(item.path()).is_some(),
+            };
+            if leftover && item.file_type().is_file() {
+                ignore_not_found(fs::remove_file(item.path()))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Proves the data directory accepts new files by creating and removing one.
+    pub fn probe_writable(&self) -> io::Result<()> {
+        let n = self.probes.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .root
+            .join(format!("{PROBE_PREFIX}{}-{n}.tmp", std::process::id()));
+        File::options().write(true).create_new(true).open(&path)?;
+        fs::remove_file(&path)
+    }
+}
+
+fn snapshot_name(id: &SnapshotId) -> String {
+    format!("{id}{SNAPSHOT_SUFFIX}")
+}
+
+fn parse_snapshot_name(name: &str) -> Option<SnapshotId> {
+    SnapshotId::parse(name.strip_suffix(SNAPSHOT_SUFFIX)?).ok()
+}
+
+fn parse_temp_name(name: &str) -> Option<SnapshotId> {
+    SnapshotId::parse(name.strip_prefix('.')?.strip_suffix(TEMP_SUFFIX)?).ok()
+}
+
+/// The session a file at depth 2 belongs to, if its directory is named like one.
+fn session_of(path: &Path) -> Option<SessionId> {
+    let dir = path.parent()?.file_name()?.to_str()?;
+    SessionId::parse(dir).ok()
+}
+
+fn ignore_not_found(result: io::Result<()>) -> io::Result<()> {
+    match result {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "20261123T185337.123456Z-9f86d081884c7d65";
+
+    #[test]
+    fn only_snapkeep_names_count_as_snapshots_or_temps() {
+        assert!(parse_snapshot_name(&format!("{ID}.json")).is_some());
+        assert!(parse_temp_name(&format!(".{ID}.json.tmp")).is_some());
+        for other in [ID, "notes.json", ".gitkeep", &format!("{ID}.json.bak")] {
+            assert!(parse_snapshot_name(other).is_none(), "{other}");
+            assert!(parse_temp_name(other).is_none(), "{other}");
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! The two names snapkeep puts on disk: session ids (directory names) and snapshot ids (file
+//! names). Both are parsed from untrusted text with a strict allow-list before anything touches
+//! the filesystem, so a raw URL segment is never joined to a path.
+
+use std::fmt;
+use std::str::FromStr;
+
+use sha2::{Digest, Sha256};
+use time::macros::format_description;
+use time::{Duration, OffsetDateTime, PrimitiveDateTime};
+
+/// Longest session id accepted.
+pub const MAX_SESSION_LEN: usize = 128;
+
+/// Hex digits of the content digest that snapkeep puts in the ids it makes.
+const DIGEST_LEN: usize = 16;
+/// The contract allows ids with a shorter digest (at least 8 digits) made by hand.
+const MIN_DIGEST_LEN: usize = 8;
+
+/// `20261123T185337.123456Z`: ISO 8601 basic format, UTC, microseconds. Fixed width, so the
+/// text of two ids sorts exactly as their times do.
+const TIME_FORMAT: &[time::format_description::BorrowedFormatItem<'static>] =
+    format_description!("[year][month][day]T[hour][minute][second].[subsecond digits:6]Z");
+const TIME_LEN: usize = "20261123T185337.123456Z".len();
+
+/// Why a session or snapshot id was refused; the text is shown to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error(
+        "a session id is 1 to 128 characters of A-Z, a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
+    )]
+    Session,
+    #[error("a snapshot id looks like 20261123T185337.123456Z-9f86d081884c7d65")]
+    Snapshot,
+}
+
+/// A client-chosen session id: 1 to 128 characters of `A-Z a-z 0-9 . _ -`, the first one a
+/// letter or digit, so `.`, `..` and hidden names cannot be expressed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(String);
+
+impl SessionId {
+    pub fn parse(text: &str) -> Result<Self, NameError> {
+        let bytes = text.as_bytes();
+        let allowed = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+        match bytes.first() {
+            Some(first)
+                if first.is_ascii_alphanumeric()
+                    && bytes.len() <= MAX_SESSION_LEN
+                    && bytes.iter().all(allowed) =>
+            {
+                Ok(Self(text.to_owned()))
+            }
+            _ => Err(NameError::Session),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for SessionId {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+/// A snapshot id: its UTC creation time, `-`, then lowercase hex digits of the content's
+/// SHA-256. Ordering is by time first, so "newest" is simply the greatest id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SnapshotId {
+    created: OffsetDateTime,
+    digest: String,
+}
+
+impl SnapshotId {
+    /// The id for new content written at `now`, strictly greater than `previous` (the session's
+    /// newest id) even when the clock stands still or steps back: the time is then moved to one
+    /// microsecond after `previous`.
+    pub fn next(now: OffsetDateTime, previous: Option<&SnapshotId>, sha256_hex: &str) -> Self {
+        let now = truncate_to_micros(now);
+        let created = match previous {
+            Some(prev) if prev.created >= now => prev.created + Duration::microseconds(1),
+            _ => now,
+        };
+        Self {
+            created,
+            digest: sha256_hex[..DIGEST_LEN].to_owned(),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, NameError> {
+        let (time, digest) = text.split_at_checked(TIME_LEN).ok_or(NameError::Snapshot)?;
+        let digest = digest.strip_prefix('-').ok_or(NameError::Snapshot)?;
+        let digest_ok = (MIN_DIGEST_LEN..=64).contains(&digest.len())
+            && digest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        // The time format's fixed width rejects signs and extra digits that the parser allows.
+        let time_ok = time.bytes().all(|b| b.is_ascii_digit() || b"T.Z".contains(&b));
+        if !digest_ok || !time_ok {
+            return Err(NameError::Snapshot);
+        }
+        let created = PrimitiveDateTime::parse(time, TIME_FORMAT)
+            .map_err(|_| NameError::Snapshot)?
+            .assume_utc();
+        Ok(Self {
+            created,
+            digest: digest.to_owned(),
+        })
+    }
+
+    /// When the snapshot was written (server time, UTC).
+    pub fn created_at(&self) -> OffsetDateTime {
+        self.created
+    }
+
+    /// Whether `sha256_hex` (a full digest) starts with this id's digest digits.
+    pub fn digest_matches(&self, sha256_hex: &str) -> bool {
+        sha256_hex.starts_with(&self.digest)
+    }
+}
+
+impl fmt::Display for SnapshotId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let time = self.created.format(TIME_FORMAT).map_err(|_| fmt::Error)?;
+        write!(f, "{time}-{}", self.digest)
+    }
+}
+
+impl FromStr for SnapshotId {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn truncate_to_micros(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(t.microsecond() * 1_000)
+        .expect("microseconds are a valid nanosecond value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const HELLO: &str = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+
+    #[test]
+    fn session_ids_follow_the_allow_list() {
+        for ok in ["a", "A9", "user-42", "0.5_x", &"s".repeat(128)] {
+            assert!(SessionId::parse(ok).is_ok(), "{ok:?} should be valid");
+        }
+        let too_long = "s".repeat(129);
+        for bad in [
+            "", ".", "..", ".hidden", "-x", "_x", "a/b", "a\\b", "a b", "a\0b", "é", "a%2f",
+            &too_long,
+        ] {
+            assert_eq!(SessionId::parse(bad), Err(NameError::Session), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn snapshot_id_round_trips_through_text() {
+        let text = "20261123T185337.123456Z-9f86d081884c7d65";
+        let id = SnapshotId::parse(text).unwrap();
+        assert_eq!(id.to_string(), text);
+        assert_eq!(id.created_at(), datetime!(2026-11-23 18:53:37.123456 UTC));
+    }
+
+    #[test]
+    fn snapshot_id_rejects_near_misses() {
+        for bad in [
+            "",
+            "latest",
+            "20261123T185337.123456Z",
+            "20261123T185337.123456Z-",
+            "20261123T185337.123456Z-9f86d08",     // 7 digits
+            "20261123T185337.123456Z-9F86D081884C", // uppercase
+            "20261123T185337.12345Z-9f86d081884c7d65", // 5 fraction digits
+            "20261123T185337.123456+9f86d081884c7d65",
+            "20261323T185337.123456Z-9f86d081884c7d65", // month 13
+            "2026-11-23T18:53:37.123456Z-9f86d081884c7d65",
+            "20261123T185337.123456Z-9f86d081884c7d65.json",
+            "../20261123T185337.123456Z-9f86d081884c7d65",
+        ] {
+            assert_eq!(SnapshotId::parse(bad), Err(NameError::Snapshot), "{bad:?}");
+        }
+        assert!(SnapshotId::parse("20261123T185337.123456Z-9f86d081").is_ok());
+    }
+
+    #[test]
+    fn next_id_uses_the_clock_and_the_digest() {
+        let now = datetime!(2026-11-23 18:53:37.123456789 UTC);
+        let id = SnapshotId::next(now, None, HELLO);
+        assert_eq!(id.to_string(), "20261123T185337.123456Z-2cf24dba5fb0a30e");
+        assert!(id.digest_matches(HELLO));
+        assert!(!id.digest_matches(&sha256_hex(b"other")));
+    }
+
+    #[test]
+    fn next_id_is_strictly_greater_when_the_clock_stalls_or_steps_back() {
+        let now = datetime!(2026-11-23 18:53:37.123456 UTC);
+        let first = SnapshotId::next(now, None, HELLO);
+        let same_instant = SnapshotId::next(now, Some(&first), HELLO);
+        let earlier = SnapshotId::next(now - Duration::hours(1), Some(&same_instant), HELLO);
+        assert!(first < same_instant && same_instant < earlier);
+        assert_eq!(
+            earlier.to_string(),
+            "20261123T185337.123458Z-2cf24dba5fb0a30e"
+        );
+    }
+
+    #[test]
+    fn ids_sort_by_time_as_text_and_as_values() {
+        let a = SnapshotId::parse("20261123T185337.999999Z-ffffffffffffffff").unwrap();
+        let b = SnapshotId::parse("20261123T185338.000000Z-0000000000000000").unwrap();
+        assert!(a < b);
+        assert!(a.to_string() < b.to_string());
+    }
+
+    #[test]
+    fn sha256_hex_is_the_standard_digest() {
+        assert_eq!(sha256_hex(b"hello"), HELLO);
+    }
+}

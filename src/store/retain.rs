@@ -1,0 +1,72 @@
+//! Which snapshots a retention policy keeps: a pure function of the session's snapshot ids.
+//! Time enters only through the ids themselves (their creation times), never through a clock,
+//! so the rule is deterministic and tested without a disk.
+
+use std::num::NonZeroUsize;
+
+use super::name::SnapshotId;
+
+/// How much history each session keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// The newest `last` snapshots are kept (`SNAPKEEP_RETAIN_LAST`). Never zero, so the newest
+    /// snapshot always survives.
+    pub last: NonZeroUsize,
+}
+
+/// The ids to delete from `ids` (in any order) under `policy`, oldest first.
+pub fn to_prune(ids: &[SnapshotId], policy: &Retention) -> Vec<SnapshotId> {
+    let mut sorted: Vec<&SnapshotId> = ids.iter().collect();
+    sorted.sort_unstable_by(|a, b| b.cmp(a)); // newest first
+    sorted.dedup();
+    let mut pruned: Vec<SnapshotId> = sorted
+        .into_iter()
+        .skip(policy.last.get())
+        .cloned()
+        .collect();
+    pruned.reverse();
+    pruned
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(second: u32) -> SnapshotId {
+        SnapshotId::parse(&format!("20261123T1853{second:02}.000000Z-0123456789abcdef")).unwrap()
+    }
+
+    fn keep(n: usize) -> Retention {
+        Retention {
+            last: NonZeroUsize::new(n).unwrap(),
+        }
+    }
+
+    #[test]
+    fn keeps_the_newest_n_and_prunes_the_rest_oldest_first() {
+        let ids: Vec<_> = (0..5).map(id).collect();
+        assert_eq!(to_prune(&ids, &keep(2)), vec![id(0), id(1), id(2)]);
+    }
+
+    #[test]
+    fn input_order_does_not_matter() {
+        let ids = vec![id(3), id(0), id(4), id(1), id(2)];
+        assert_eq!(to_prune(&ids, &keep(3)), vec![id(0), id(1)]);
+    }
+
+    #[test]
+    fn nothing_is_pruned_at_or_under_the_limit() {
+        let ids: Vec<_> = (0..3).map(id).collect();
+        assert!(to_prune(&ids, &keep(3)).is_empty());
+        assert!(to_prune(&ids, &keep(10)).is_empty());
+        assert!(to_prune(&[], &keep(1)).is_empty());
+    }
+
+    #[test]
+    fn the_newest_always_survives() {
+        let ids: Vec<_> = (0..7).map(id).collect();
+        let pruned = to_prune(&ids, &keep(1));
+        assert_eq!(pruned.len(), 6);
+        assert!(!pruned.contains(&id(6)));
+    }
+}

@@ -231,7 +231,7 @@ mod tests {
     #[test]
     fn invalid_json_is_described_with_line_and_column() {
         let err = check_json(b"{\n  \"a\": 1 x}").unwrap_err();
-        assert!(err.ends_with("at line 2 column 11."), "{err}");
+        assert!(err.ends_with("at line 2 column 10."), "{err}");
         let err = check_json(b"{\"a\": [1, 2").unwrap_err();
         assert!(err.contains("EOF while parsing"), "{err}");
         assert!(check_json(b"").is_err());

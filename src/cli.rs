@@ -50,7 +50,8 @@ async fn get_healthz(target: SocketAddr) -> anyhow::Result<u16> {
     let stream = TcpStream::connect(target)
         .await
         .with_context(|| format!("cannot connect to {target}"))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
     let request = hyper::Request::get("/healthz")
         .header(hyper::header::HOST, target.to_string())

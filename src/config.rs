@@ -2,7 +2,7 @@
 //! validated into a typed [`Config`]. A bad value is a [`ConfigError`] whose one-line message
 //! names the variable, what it expects and what it got; `main` exits with code 2 on it.
 //!
-//! Tests build a `Config` from an iterator of pairs ([`Config::from_iter`]), never by setting the
+//! Tests build a `Config` from an iterator of pairs ([`Config::from_vars`]), never by setting the
 //! process environment.
 
 use std::collections::BTreeMap;
@@ -55,12 +55,12 @@ const PREFIX: &str = "SNAPKEEP_";
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<(Self, Vec<String>), ConfigError> {
-        Self::from_iter(std::env::vars())
+        Self::from_vars(std::env::vars())
     }
 
     /// Reads `SNAPKEEP_*` pairs from `vars`; other names are ignored. Also returns the names of
     /// `SNAPKEEP_*` variables that snapkeep does not know, so the caller can warn about them.
-    pub fn from_iter(
+    pub fn from_vars(
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<(Self, Vec<String>), ConfigError> {
         let raw: Raw = envy::prefixed(PREFIX)
@@ -117,7 +117,11 @@ fn number(
     };
     match text.trim().parse::<usize>() {
         Ok(n) if n >= min => Ok(n),
-        _ => Err(invalid(name, &format!("a whole number of at least {min}"), text)),
+        _ => Err(invalid(
+            name,
+            &format!("a whole number of at least {min}"),
+            text,
+        )),
     }
 }
 
@@ -169,7 +173,7 @@ mod tests {
     use super::*;
 
     fn config(pairs: &[(&str, &str)]) -> Result<(Config, Vec<String>), ConfigError> {
-        Config::from_iter(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        Config::from_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
     }
 
     fn error(pairs: &[(&str, &str)]) -> String {
@@ -230,7 +234,10 @@ mod tests {
             ("SNAPKEEP_LOG", "=="),
         ] {
             let message = error(&[(name, value)]);
-            assert!(message.starts_with(&format!("{name} must be ")), "{message}");
+            assert!(
+                message.starts_with(&format!("{name} must be ")),
+                "{message}"
+            );
             assert!(message.ends_with(&format!("got {value:?}")), "{message}");
             assert!(!message.contains('\n'));
         }

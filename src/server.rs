@@ -20,7 +20,10 @@ pub async fn serve(
     let config = &app.config;
     if config.enabled {
         let removed = app.store.prepare().await.with_context(|| {
-            format!("cannot use the data directory {}", config.data_dir.display())
+            format!(
+                "cannot use the data directory {}",
+                config.data_dir.display()
+            )
         })?;
         if removed > 0 {
             tracing::info!(removed, "removed temp files left by an earlier crash");

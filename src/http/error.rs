@@ -11,14 +11,17 @@ use crate::store::name::NameError;
 
 #[derive(Debug)]
 pub enum ApiError {
-    /// A path segment is not a valid session or snapshot id, or the path has no such shape.
+    /// The path has no route's shape, or is not valid percent-encoded UTF-8.
     InvalidPath(String),
+    InvalidName(NameError),
     InvalidJson(String),
     /// The body ended early (the client hung up or the connection broke mid-upload).
     IncompleteBody,
     NotFound(&'static str),
     MethodNotAllowed,
-    BodyTooLarge { limit: usize },
+    BodyTooLarge {
+        limit: usize,
+    },
     UnsupportedMediaType(String),
     Disabled,
     NotReady,
@@ -32,6 +35,17 @@ impl ApiError {
         use ApiError::*;
         match self {
             InvalidPath(why) => (StatusCode::BAD_REQUEST, "invalid_path", why.clone()),
+            InvalidName(err) => {
+                let code = match err {
+                    NameError::Session => "invalid_session",
+                    NameError::Snapshot => "invalid_id",
+                };
+                (
+                    StatusCode::BAD_REQUEST,
+                    code,
+                    format!("Invalid path: {err}."),
+                )
+            }
             InvalidJson(why) => (StatusCode::BAD_REQUEST, "invalid_json", why.clone()),
             IncompleteBody => (
                 StatusCode::BAD_REQUEST,
@@ -92,7 +106,7 @@ impl IntoResponse for ApiError {
 
 impl From<NameError> for ApiError {
     fn from(err: NameError) -> Self {
-        ApiError::InvalidPath(format!("Invalid path: {err}."))
+        ApiError::InvalidName(err)
     }
 }
 

@@ -43,10 +43,15 @@ impl<S: Send + Sync> FromRequestParts<S> for SnapshotPath {
     }
 }
 
-async fn path_params<S: Send + Sync>(parts: &mut Parts, state: &S) -> Result<RawPathParams, ApiError> {
+async fn path_params<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+) -> Result<RawPathParams, ApiError> {
     RawPathParams::from_request_parts(parts, state)
         .await
-        .map_err(|_| ApiError::InvalidPath("Invalid path: it is not valid percent-encoded UTF-8.".into()))
+        .map_err(|_| {
+            ApiError::InvalidPath("Invalid path: it is not valid percent-encoded UTF-8.".into())
+        })
 }
 
 fn param<'a>(params: &'a RawPathParams, name: &str) -> &'a str {
@@ -67,7 +72,9 @@ impl FromRequest<AppState> for JsonBody {
         check_headers(req.headers(), limit)?;
         let body = match Limited::new(req.into_body(), limit).collect().await {
             Ok(collected) => collected.to_bytes(),
-            Err(err) if err.is::<LengthLimitError>() => return Err(ApiError::BodyTooLarge { limit }),
+            Err(err) if err.is::<LengthLimitError>() => {
+                return Err(ApiError::BodyTooLarge { limit });
+            }
             Err(_) => return Err(ApiError::IncompleteBody),
         };
         check_json(&body).map_err(ApiError::InvalidJson)?;
@@ -76,20 +83,20 @@ impl FromRequest<AppState> for JsonBody {
 }
 
 fn check_headers(headers: &HeaderMap, limit: usize) -> Result<(), ApiError> {
-    if let Some(value) = headers.get(header::CONTENT_TYPE) {
-        if !value.to_str().is_ok_and(is_json_or_text) {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "Content-Type {value:?} is not accepted: send the snapshot as application/json \
-                 (or text/plain), in UTF-8."
-            )));
-        }
+    if let Some(value) = headers.get(header::CONTENT_TYPE)
+        && !value.to_str().is_ok_and(is_json_or_text)
+    {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Type {value:?} is not accepted: send the snapshot as application/json \
+             (or text/plain), in UTF-8."
+        )));
     }
-    if let Some(value) = headers.get(header::CONTENT_ENCODING) {
-        if !value.as_bytes().eq_ignore_ascii_case(b"identity") {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "Content-Encoding {value:?} is not accepted: send the body uncompressed."
-            )));
-        }
+    if let Some(value) = headers.get(header::CONTENT_ENCODING)
+        && !value.as_bytes().eq_ignore_ascii_case(b"identity")
+    {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Encoding {value:?} is not accepted: send the body uncompressed."
+        )));
     }
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -236,7 +243,10 @@ mod tests {
         assert!(err.contains("EOF while parsing"), "{err}");
         assert!(check_json(b"").is_err());
         assert!(check_json(b"{} {}").is_err());
-        assert!(check_json(b"\xef\xbb\xbf{}").is_err(), "a byte-order mark is not JSON");
+        assert!(
+            check_json(b"\xef\xbb\xbf{}").is_err(),
+            "a byte-order mark is not JSON"
+        );
     }
 
     #[test]

@@ -86,7 +86,9 @@ pub async fn list(
             })
         })
         .collect();
-    Ok(Json(json!({ "session": session.as_str(), "snapshots": snapshots })))
+    Ok(Json(
+        json!({ "session": session.as_str(), "snapshots": snapshots }),
+    ))
 }
 
 pub async fn latest(
@@ -175,7 +177,10 @@ fn snapshot_response(snapshot: Snapshot) -> Response {
         (header::ETAG, etag(info)),
         (header::LAST_MODIFIED, modified),
         (header::CACHE_CONTROL, "no-cache".to_owned()),
-        (HeaderName::from_static("x-snapshot-id"), info.id.to_string()),
+        (
+            HeaderName::from_static("x-snapshot-id"),
+            info.id.to_string(),
+        ),
     ];
     (headers, Body::from_stream(ReaderStream::new(snapshot.body))).into_response()
 }

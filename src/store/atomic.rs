@@ -16,7 +16,10 @@ use std::path::Path;
 /// Writes `bytes` to `dir/name` through the temp file `dir/temp_name`.
 pub fn write(dir: &Path, name: &str, temp_name: &str, bytes: &[u8], fsync: bool) -> io::Result<()> {
     let temp = dir.join(temp_name);
-    let file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)?;
     if let Err(err) = fill_and_rename(file, &temp, &dir.join(name), bytes, fsync) {
         // The temp file is ours and may be half written: it must not outlive the request.
         let _ = fs::remove_file(&temp);
@@ -28,7 +31,13 @@ pub fn write(dir: &Path, name: &str, temp_name: &str, bytes: &[u8], fsync: bool)
     Ok(())
 }
 
-fn fill_and_rename(mut file: File, temp: &Path, dest: &Path, bytes: &[u8], fsync: bool) -> io::Result<()> {
+fn fill_and_rename(
+    mut file: File,
+    temp: &Path,
+    dest: &Path,
+    bytes: &[u8],
+    fsync: bool,
+) -> io::Result<()> {
     file.write_all(bytes)?;
     if fsync {
         file.sync_all()?;
@@ -62,7 +71,10 @@ mod tests {
         let err = write(dir.path(), "a.json", ".a.tmp", b"{}", false).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
         assert!(!dir.path().join("a.json").exists());
-        assert_eq!(fs::read(dir.path().join(".a.tmp")).unwrap(), b"someone else's");
+        assert_eq!(
+            fs::read(dir.path().join(".a.tmp")).unwrap(),
+            b"someone else's"
+        );
     }
 
     #[test]

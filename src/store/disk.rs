@@ -113,9 +113,9 @@ impl Disk {
         for item in items {
             let item = item?;
             let name = item.file_name();
-            let ours = name.to_str().is_some_and(|n| {
-                parse_snapshot_name(n).is_some() || parse_temp_name(n).is_some()
-            });
+            let ours = name
+                .to_str()
+                .is_some_and(|n| parse_snapshot_name(n).is_some() || parse_temp_name(n).is_some());
             if ours && item.file_type()?.is_file() {
                 ignore_not_found(fs::remove_file(item.path()))?;
             }

@@ -80,6 +80,10 @@ mod tests {
         for n in 0..10_000 {
             drop(locks.lock(&session(n)).await);
         }
-        assert!(locks.entries() <= 65, "registry kept {} entries", locks.entries());
+        assert!(
+            locks.entries() <= 65,
+            "registry kept {} entries",
+            locks.entries()
+        );
     }
 }

@@ -229,7 +229,10 @@ fn save_locked(
 }
 
 fn latest(disk: &Disk, session: &SessionId) -> Result<Option<SnapshotInfo>, StoreError> {
-    Ok(disk.entries(session)?.into_iter().max_by(|a, b| a.id.cmp(&b.id)))
+    Ok(disk
+        .entries(session)?
+        .into_iter()
+        .max_by(|a, b| a.id.cmp(&b.id)))
 }
 
 fn not_found(err: io::Error) -> StoreError {

@@ -101,9 +101,13 @@ impl SnapshotId {
         let (time, digest) = text.split_at_checked(TIME_LEN).ok_or(NameError::Snapshot)?;
         let digest = digest.strip_prefix('-').ok_or(NameError::Snapshot)?;
         let digest_ok = (MIN_DIGEST_LEN..=64).contains(&digest.len())
-            && digest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+            && digest
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         // The time format's fixed width rejects signs and extra digits that the parser allows.
-        let time_ok = time.bytes().all(|b| b.is_ascii_digit() || b"T.Z".contains(&b));
+        let time_ok = time
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b"T.Z".contains(&b));
         if !digest_ok || !time_ok {
             return Err(NameError::Snapshot);
         }
@@ -190,8 +194,8 @@ mod tests {
             "latest",
             "20261123T185337.123456Z",
             "20261123T185337.123456Z-",
-            "20261123T185337.123456Z-9f86d08",     // 7 digits
-            "20261123T185337.123456Z-9F86D081884C", // uppercase
+            "20261123T185337.123456Z-9f86d08",         // 7 digits
+            "20261123T185337.123456Z-9F86D081884C",    // uppercase
             "20261123T185337.12345Z-9f86d081884c7d65", // 5 fraction digits
             "20261123T185337.123456+9f86d081884c7d65",
             "20261323T185337.123456Z-9f86d081884c7d65", // month 13

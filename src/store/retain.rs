@@ -33,7 +33,10 @@ mod tests {
     use super::*;
 
     fn id(second: u32) -> SnapshotId {
-        SnapshotId::parse(&format!("20261123T1853{second:02}.000000Z-0123456789abcdef")).unwrap()
+        SnapshotId::parse(&format!(
+            "20261123T1853{second:02}.000000Z-0123456789abcdef"
+        ))
+        .unwrap()
     }
 
     fn keep(n: usize) -> Retention {

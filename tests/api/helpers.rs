@@ -1,0 +1,205 @@
+//! `TestApp`: the real server on `127.0.0.1:0` over a temp data directory, plus a real HTTP
+//! client and a raw TCP client for requests an HTTP library would tidy up (`..`, huge lengths).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use snapkeep::config::Config;
+use snapkeep::http::App;
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const BASE: &str = "/api/backup";
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    /// The data directory the server was given (inside `_temp`).
+    pub data_dir: PathBuf,
+    _temp: TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// A server with the default settings (fsync on, as in production).
+    pub async fn spawn() -> Self {
+        Self::with(&[]).await
+    }
+
+    /// A server with extra `SNAPKEEP_*` settings.
+    pub async fn with(vars: &[(&str, &str)]) -> Self {
+        let temp = tempfile::tempdir().unwrap();
+        let data_dir = temp.path().join("data");
+        Self::with_dir(temp, data_dir, vars).await
+    }
+
+    /// A server over `data_dir`, which the test may have seeded before the start.
+    pub async fn with_dir(temp: TempDir, data_dir: PathBuf, vars: &[(&str, &str)]) -> Self {
+        let mut pairs = vec![(
+            "SNAPKEEP_DATA_DIR".to_string(),
+            data_dir.display().to_string(),
+        )];
+        pairs.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let (config, _) = Config::from_vars(pairs).expect("test config is valid");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let shutdown = async {
+            let _ = rx.await;
+        };
+        let task = tokio::spawn(snapkeep::server::serve(
+            listener,
+            App::new(config),
+            shutdown,
+        ));
+        let app = Self {
+            addr,
+            client: reqwest::Client::new(),
+            data_dir,
+            _temp: temp,
+            shutdown: Some(tx),
+            task: Some(task),
+        };
+        // The server answers only once it has prepared the data directory, so after this the
+        // test may look at (or change) the directory without racing the start.
+        assert_eq!(app.get("/healthz").await.status(), 200);
+        app
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn session_url(&self, session: &str) -> String {
+        self.url(&format!("{BASE}/{session}"))
+    }
+
+    /// POSTs `body` as `application/json`.
+    pub async fn post(&self, session: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(self.session_url(session))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// POSTs `body` and returns the new snapshot's id, asserting it was created.
+    pub async fn save(&self, session: &str, body: &str) -> String {
+        let response = self.post(session, body.to_owned()).await;
+        assert_eq!(response.status(), 201, "saving {body}");
+        json(response).await["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.client.delete(self.url(path)).send().await.unwrap()
+    }
+
+    /// The ids listed by `GET {base}/{session}`, newest first.
+    pub async fn listed(&self, session: &str) -> Vec<String> {
+        let body = json(self.get(&format!("{BASE}/{session}")).await).await;
+        body["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    pub fn session_dir(&self, session: &str) -> PathBuf {
+        self.data_dir.join(session)
+    }
+
+    /// Every file and directory under the data directory, as sorted relative paths.
+    pub fn tree(&self) -> Vec<String> {
+        tree(&self.data_dir)
+    }
+
+    /// Sends `request` as raw bytes and returns the status and body of the answer. The
+    /// connection is closed by the request's `Connection: close`.
+    pub async fn raw(&self, request: &[u8]) -> (u16, String) {
+        let mut stream = TcpStream::connect(self.addr).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        read_response(&mut stream).await
+    }
+
+    /// Stops the server gracefully, waits for it, and hands back its directory so that another
+    /// server can be started over the same data.
+    pub async fn stop(mut self) -> (TempDir, PathBuf) {
+        self.shutdown.take().unwrap().send(()).unwrap();
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("server stops")
+            .unwrap()
+            .unwrap();
+        let temp = std::mem::replace(&mut self._temp, tempfile::tempdir().unwrap());
+        (temp, self.data_dir.clone())
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// Reads one HTTP response: the status code and everything after the headers up to EOF.
+pub async fn read_response(stream: &mut TcpStream) -> (u16, String) {
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
+    // A reset after the answer (the server did not read the rest of our body) is fine.
+    if let Ok(Err(err)) = read {
+        assert!(!buf.is_empty(), "no answer: {err}");
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_owned())
+}
+
+pub async fn json(response: reqwest::Response) -> Value {
+    let text = response.text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}"))
+}
+
+/// Asserts an error answer: its status, its `code`, and a non-empty sentence.
+pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status(), status);
+    let body = json(response).await;
+    assert_eq!(body["code"], code, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|s| s.len() > 10),
+        "{body}"
+    );
+    body
+}
+
+pub fn tree(root: &Path) -> Vec<String> {
+    let mut paths: Vec<String> = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .into_iter()
+        .map(|e| {
+            let e = e.unwrap();
+            e.path().strip_prefix(root).unwrap().display().to_string()
+        })
+        .collect();
+    paths.sort();
+    paths
+}

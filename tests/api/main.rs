@@ -1,0 +1,13 @@
+//! Integration tests: the real server on 127.0.0.1:0 with a temp data directory, driven by a
+//! real HTTP client. One binary made of modules, so it links once.
+
+mod helpers;
+
+mod bad_input;
+mod concurrency;
+mod delete;
+mod disabled;
+mod read;
+mod save;
+mod service;
+mod storage;

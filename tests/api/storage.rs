@@ -1,0 +1,123 @@
+//! The data directory is the whole truth: hand edits are seen while the server runs, files
+//! snapkeep did not name are never listed or touched, and crash leftovers go at start.
+
+use crate::helpers::{BASE, TestApp, json};
+
+const ID: &str = "20261123T185337.123456Z-9f86d081884c7d65";
+
+#[tokio::test]
+async fn the_layout_is_one_directory_per_session_and_one_file_per_snapshot() {
+    let app = TestApp::spawn().await;
+    let a = app.save("app-1", "[1]").await;
+    let b = app.save("app-2", "[2]").await;
+    assert_eq!(
+        app.tree(),
+        vec![
+            "app-1".to_string(),
+            format!("app-1/{a}.json"),
+            "app-2".to_string(),
+            format!("app-2/{b}.json"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_file_deleted_by_hand_disappears_while_the_server_runs() {
+    let app = TestApp::spawn().await;
+    let old = app.save("s", "[1]").await;
+    let new = app.save("s", "[2]").await;
+    std::fs::remove_file(app.session_dir("s").join(format!("{new}.json"))).unwrap();
+
+    assert_eq!(app.listed("s").await, vec![old.clone()]);
+    let latest = app.get(&format!("{BASE}/s/latest")).await;
+    assert_eq!(latest.headers()["x-snapshot-id"], old.as_str());
+    assert_eq!(app.get(&format!("{BASE}/s/{new}")).await.status(), 404);
+}
+
+#[tokio::test]
+async fn a_file_copied_in_by_hand_is_served() {
+    let app = TestApp::spawn().await;
+    app.save("s", "[1]").await;
+    let dir = app.session_dir("s");
+    let restored = "29991231T235959.000000Z-0123456789abcdef";
+    std::fs::write(dir.join(format!("{restored}.json")), "{\"restored\":true}").unwrap();
+
+    assert_eq!(app.listed("s").await[0], restored);
+    let latest = app.get(&format!("{BASE}/s/latest")).await;
+    assert_eq!(latest.text().await.unwrap(), "{\"restored\":true}");
+    // The next write still gets a greater id than the hand-placed one.
+    let next = app.save("s", "[2]").await;
+    assert!(next.as_str() > restored, "{next}");
+}
+
+#[tokio::test]
+async fn files_snapkeep_did_not_name_are_never_listed_or_touched() {
+    let app = TestApp::with(&[("SNAPKEEP_RETAIN_LAST", "1")]).await;
+    app.save("s", "[1]").await;
+    let dir = app.session_dir("s");
+    let strays = [
+        "README.md",
+        "backup.json",
+        &format!("{ID}.json.bak"),
+        ".DS_Store",
+    ];
+    for name in strays {
+        std::fs::write(dir.join(name), "stray").unwrap();
+    }
+    std::fs::write(app.data_dir.join("top-level.txt"), "stray").unwrap();
+
+    app.save("s", "[2]").await;
+    app.save("s", "[3]").await;
+    assert_eq!(app.listed("s").await.len(), 1);
+    for name in strays {
+        assert_eq!(
+            std::fs::read_to_string(dir.join(name)).unwrap(),
+            "stray",
+            "{name}"
+        );
+    }
+    assert!(app.data_dir.join("top-level.txt").exists());
+}
+
+#[tokio::test]
+async fn temp_files_of_a_crashed_run_are_removed_at_start_and_others_are_kept() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let session = data.join("s");
+    std::fs::create_dir_all(&session).unwrap();
+    std::fs::write(session.join(format!("{ID}.json")), "[\"kept\"]").unwrap();
+    std::fs::write(session.join(format!(".{ID}.json.tmp")), "[\"half").unwrap();
+    std::fs::write(session.join(".other.tmp"), "not ours").unwrap();
+    std::fs::write(data.join(format!(".{ID}.json.tmp")), "not in a session").unwrap();
+
+    let app = TestApp::with_dir(temp, data, &[]).await;
+    // Serving starts after the cleanup, so the first answer proves it ran.
+    assert_eq!(app.listed("s").await, vec![ID.to_string()]);
+    assert_eq!(
+        app.tree(),
+        vec![
+            format!(".{ID}.json.tmp"),
+            "s".to_string(),
+            "s/.other.tmp".to_string(),
+            format!("s/{ID}.json"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_server_serves_what_is_on_disk() {
+    let app = TestApp::with(&[("SNAPKEEP_RETAIN_LAST", "2")]).await;
+    let first = app.save("s", "[1]").await;
+    let second = app.save("s", "[2]").await;
+    let (temp, data) = app.stop().await;
+
+    let app = TestApp::with_dir(temp, data, &[("SNAPKEEP_RETAIN_LAST", "2")]).await;
+    assert_eq!(app.listed("s").await, vec![second.clone(), first.clone()]);
+    let third = json(app.post("s", "[3]").await).await;
+    assert_eq!(
+        third["pruned"],
+        serde_json::json!([first]),
+        "rotation continues across restarts"
+    );
+    assert!(third["id"].as_str().unwrap() > second.as_str());
+}

@@ -1,0 +1,355 @@
+//! Tests of the real binary as a process: exit codes, configuration errors, signals, restarts
+//! and crashes (SIGKILL in the middle of a stream of writes).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const BIN: &str = env!("CARGO_BIN_EXE_snapkeep");
+const BASE: &str = "/api/backup";
+
+/// The binary with a clean environment: only the given `SNAPKEEP_*` settings apply.
+fn snapkeep(vars: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(BIN);
+    command.env_clear().envs(vars.iter().copied());
+    command
+}
+
+/// A running `snapkeep` process on 127.0.0.1:0, with its log drained in the background.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(data: &Path, vars: &[(&str, &str)]) -> Self {
+        let mut child = snapkeep(vars)
+            .env("SNAPKEEP_DATA_DIR", data)
+            .env("SNAPKEEP_LISTEN", "127.0.0.1:0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let sink = log.clone();
+        // Keep reading so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split('/').next().unwrap().parse::<SocketAddr>();
+                    let _ = tx.send(addr.unwrap());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("server did not start: {:?}", log.lock().unwrap()));
+        Self { child, addr, log }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    fn wait(&mut self) -> ExitStatus {
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server did not exit within 10 s");
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(vars: &[(&str, &str)], args: &[&str]) -> Output {
+    snapkeep(vars).args(args).output().unwrap()
+}
+
+async fn save(client: &reqwest::Client, server: &Server, session: &str, body: String) -> String {
+    let response = client
+        .post(server.url(&format!("{BASE}/{session}")))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    answer["id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_bad_setting_exits_2_with_one_line_naming_it() {
+    let cases = [
+        ("SNAPKEEP_RETAIN_LAST", "0", "a whole number of at least 1"),
+        (
+            "SNAPKEEP_MAX_BODY_BYTES",
+            "lots",
+            "a whole number of at least 1",
+        ),
+        ("SNAPKEEP_ENABLED", "maybe", "true or false"),
+        ("SNAPKEEP_LISTEN", "localhost", "an IP address and port"),
+        (
+            "SNAPKEEP_BASE_PATH",
+            "no-slash",
+            "a path such as /api/backup",
+        ),
+        ("SNAPKEEP_FSYNC", "sometimes", "true or false"),
+        ("SNAPKEEP_LOG", "a=b=c", "a log filter"),
+    ];
+    for (name, value, expects) in cases {
+        let output = run(&[(name, value)], &[]);
+        assert_eq!(output.status.code(), Some(2), "{name}={value}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(name), "{stderr}");
+        assert!(stderr.contains(expects), "{stderr}");
+        assert!(stderr.contains(&format!("got {value:?}")), "{stderr}");
+    }
+}
+
+#[test]
+fn an_address_in_use_exits_2() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let data = tempfile::tempdir().unwrap();
+    let output = run(
+        &[
+            ("SNAPKEEP_LISTEN", addr.as_str()),
+            ("SNAPKEEP_DATA_DIR", data.path().to_str().unwrap()),
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unusable_data_dir_exits_2() {
+    let temp = tempfile::tempdir().unwrap();
+    let file = temp.path().join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let output = run(
+        &[
+            ("SNAPKEEP_LISTEN", "127.0.0.1:0"),
+            ("SNAPKEEP_DATA_DIR", file.to_str().unwrap()),
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("cannot use the data directory"), "{stderr}");
+}
+
+#[tokio::test]
+async fn sigterm_stops_gracefully_and_a_restart_serves_the_same_snapshots() {
+    let data = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let mut server = Server::start(data.path(), &[]);
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(save(&client, &server, "s", format!("{{\"n\":{n}}}")).await);
+    }
+    server.signal(Signal::SIGTERM);
+    assert_eq!(server.wait().code(), Some(0), "{}", server.log_text());
+    assert!(server.log_text().contains("stopped"));
+
+    let server = Server::start(data.path(), &[]);
+    let listed: serde_json::Value = client
+        .get(server.url(&format!("{BASE}/s")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed: Vec<&str> = listed["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    ids.reverse();
+    assert_eq!(listed, ids);
+    let latest = client
+        .get(server.url(&format!("{BASE}/s/latest")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(latest.text().await.unwrap(), "{\"n\":2}");
+}
+
+#[test]
+fn healthcheck_exits_0_when_the_server_answers_and_1_when_not() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &[]);
+    let addr = server.addr.to_string();
+    let up = run(&[("SNAPKEEP_LISTEN", addr.as_str())], &["healthcheck"]);
+    assert_eq!(
+        up.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+
+    // A wildcard listen address is checked through loopback, as in the container.
+    let wildcard = format!("0.0.0.0:{}", server.addr.port());
+    let up = run(&[("SNAPKEEP_LISTEN", wildcard.as_str())], &["healthcheck"]);
+    assert_eq!(
+        up.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    drop(server);
+
+    let down = run(&[("SNAPKEEP_LISTEN", addr.as_str())], &["healthcheck"]);
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stderr).contains("unhealthy"));
+}
+
+/// Writes from several clients, SIGKILL at a random moment, then: every acknowledged snapshot
+/// is on disk byte for byte, no file holds a partial body, and the next start removes the temp
+/// files and serves them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_during_writes_loses_no_acknowledged_snapshot() {
+    for round in 0..4 {
+        let data = tempfile::tempdir().unwrap();
+        let vars = [("SNAPKEEP_RETAIN_LAST", "100000")];
+        let mut server = Server::start(data.path(), &vars);
+        let acknowledged = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+        let sent = Arc::new(Mutex::new(Vec::<String>::new()));
+        let writers: Vec<_> = (0..4)
+            .map(|writer| {
+                let (url, acknowledged, sent) = (
+                    server.url(&format!("{BASE}/crash")),
+                    acknowledged.clone(),
+                    sent.clone(),
+                );
+                tokio::spawn(
+                    async move { write_until_refused(writer, url, acknowledged, sent).await },
+                )
+            })
+            .collect();
+
+        tokio::time::sleep(Duration::from_millis(random_between(150, 600))).await;
+        server.signal(Signal::SIGKILL);
+        server.wait();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+
+        let acknowledged = acknowledged.lock().unwrap().clone();
+        let sent = sent.lock().unwrap().clone();
+        assert!(
+            acknowledged.len() >= 4,
+            "round {round}: too few writes to test anything"
+        );
+        let session = data.path().join("crash");
+        for (id, body) in &acknowledged {
+            let on_disk = std::fs::read_to_string(session.join(format!("{id}.json")));
+            assert_eq!(
+                on_disk.as_deref().ok(),
+                Some(body.as_str()),
+                "round {round}: {id}"
+            );
+        }
+        for file in snapshot_files(&session) {
+            let content = std::fs::read_to_string(&file).unwrap();
+            assert!(
+                sent.contains(&content),
+                "round {round}: partial file {file:?}"
+            );
+        }
+
+        let server = Server::start(data.path(), &vars);
+        let leftovers: Vec<_> = std::fs::read_dir(&session)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "round {round}: {leftovers:?}");
+        let client = reqwest::Client::new();
+        for (id, body) in &acknowledged {
+            let response = client
+                .get(server.url(&format!("{BASE}/crash/{id}")))
+                .send()
+                .await;
+            assert_eq!(
+                response.unwrap().text().await.unwrap(),
+                *body,
+                "round {round}"
+            );
+        }
+    }
+}
+
+async fn write_until_refused(
+    writer: usize,
+    url: String,
+    acknowledged: Arc<Mutex<Vec<(String, String)>>>,
+    sent: Arc<Mutex<Vec<String>>>,
+) {
+    let client = reqwest::Client::new();
+    let padding = "x".repeat(8 * 1024);
+    for n in 0.. {
+        let body = format!("{{\"writer\":{writer},\"n\":{n},\"pad\":\"{padding}\"}}");
+        sent.lock().unwrap().push(body.clone());
+        let Ok(response) = client.post(&url).body(body.clone()).send().await else {
+            return;
+        };
+        let Ok(answer) = response.json::<serde_json::Value>().await else {
+            return;
+        };
+        let id = answer["id"].as_str().expect("a write answers with its id");
+        acknowledged.lock().unwrap().push((id.to_owned(), body));
+    }
+}
+
+fn snapshot_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect()
+}
+
+/// A pseudo-random number of milliseconds, different on every call.
+fn random_between(low: u64, high: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    low + nanos % (high - low)
+}

@@ -1,5 +1,5 @@
 //! The HTTP face of snapkeep: [`router`] is the one route table, with the layers around it.
-//! Handlers live in [`handlers`], request parsing in [`extract`], failures in [`error`].
+//! Handlers live in `handlers.rs`, request parsing in `extract.rs`, failures in `error.rs`.
 
 mod error;
 mod extract;

@@ -1,7 +1,7 @@
 //! The snapshot store: save, list, read and delete snapshots of a session, with deduplication
 //! and retention. It speaks of sessions, snapshot ids and bytes, and knows nothing of HTTP.
 //!
-//! Everything that touches the filesystem is in [`disk`]; this module holds the rules around it
+//! Everything that touches the filesystem is in `disk.rs`; this module holds the rules around it
 //! (per-session serialization, id choice, dedup, rotation), so that another backend, such as an
 //! object store, would replace `disk` and leave these rules and every caller as they are.
 

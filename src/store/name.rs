@@ -36,6 +36,14 @@ pub enum NameError {
 
 /// A client-chosen session id: 1 to 128 characters of `A-Z a-z 0-9 . _ -`, the first one a
 /// letter or digit, so `.`, `..` and hidden names cannot be expressed.
+///
+/// ```
+/// use snapkeep::store::name::SessionId;
+///
+/// assert_eq!(SessionId::parse("user-42").unwrap().as_str(), "user-42");
+/// assert!(SessionId::parse("..").is_err());
+/// assert!(SessionId::parse("a/b").is_err());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(String);
 
@@ -75,6 +83,20 @@ impl FromStr for SessionId {
 
 /// A snapshot id: its UTC creation time, `-`, then lowercase hex digits of the content's
 /// SHA-256. Ordering is by time first, so "newest" is simply the greatest id.
+///
+/// ```
+/// use snapkeep::store::name::{SnapshotId, sha256_hex};
+/// use time::macros::datetime;
+///
+/// let now = datetime!(2026-11-23 18:53:37.123456 UTC);
+/// let first = SnapshotId::next(now, None, &sha256_hex(b"{}"));
+/// assert_eq!(first.to_string(), "20261123T185337.123456Z-44136fa355b3678a");
+///
+/// // Two writes in the same microsecond still get increasing ids.
+/// let second = SnapshotId::next(now, Some(&first), &sha256_hex(b"[]"));
+/// assert!(second > first);
+/// assert_eq!(SnapshotId::parse(&second.to_string()), Ok(second));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SnapshotId {
     created: OffsetDateTime,

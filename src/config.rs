@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -27,6 +28,15 @@ pub struct Config {
     pub fsync: bool,
     /// A `tracing_subscriber::EnvFilter` directive, already checked.
     pub log: String,
+    /// How long a client may take to send a request's headers (also bounds an idle keep-alive
+    /// connection's wait for its next request).
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's whole body.
+    pub body_timeout: Duration,
+    /// How long a stop (SIGTERM, Ctrl-C) waits for requests in flight.
+    pub shutdown_timeout: Duration,
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
 }
 
 /// A setting that cannot be used, with the sentence that says why.
@@ -45,6 +55,10 @@ struct Raw {
     retain_last: Option<String>,
     fsync: Option<String>,
     log: Option<String>,
+    header_timeout: Option<String>,
+    body_timeout: Option<String>,
+    shutdown_timeout: Option<String>,
+    max_connections: Option<String>,
     /// Every other `SNAPKEEP_*` variable, most likely a typo; reported as a warning.
     #[serde(flatten)]
     unknown: BTreeMap<String, String>,
@@ -89,6 +103,10 @@ impl Raw {
             },
             fsync: boolean(&self.fsync, "FSYNC", true)?,
             log: log_filter(&self.log)?,
+            header_timeout: duration(&self.header_timeout, "HEADER_TIMEOUT", "10s")?,
+            body_timeout: duration(&self.body_timeout, "BODY_TIMEOUT", "30s")?,
+            shutdown_timeout: duration(&self.shutdown_timeout, "SHUTDOWN_TIMEOUT", "10s")?,
+            max_connections: number(&self.max_connections, "MAX_CONNECTIONS", 512, 1)?,
         })
     }
 }
@@ -122,6 +140,19 @@ fn number(
             &format!("a whole number of at least {min}"),
             text,
         )),
+    }
+}
+
+/// A duration such as `10s`, `1m 30s` or `500ms`; a bare number is seconds.
+fn duration(value: &Option<String>, name: &str, default: &str) -> Result<Duration, ConfigError> {
+    let text = value.as_deref().unwrap_or(default).trim();
+    let parsed = match text.parse::<u64>() {
+        Ok(seconds) => Ok(Duration::from_secs(seconds)),
+        Err(_) => humantime::parse_duration(text),
+    };
+    match parsed {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(invalid(name, "a duration such as 30s, 2m or 500ms", text)),
     }
 }
 
@@ -190,6 +221,10 @@ mod tests {
         assert_eq!(c.max_body_bytes, 16_777_216);
         assert_eq!(c.retention.last.get(), 10);
         assert_eq!(c.log, "info");
+        assert_eq!(c.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.body_timeout, Duration::from_secs(30));
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_connections, 512);
         assert!(unknown.is_empty());
     }
 
@@ -204,6 +239,10 @@ mod tests {
             ("SNAPKEEP_RETAIN_LAST", "3"),
             ("SNAPKEEP_FSYNC", "FALSE"),
             ("SNAPKEEP_LOG", "debug"),
+            ("SNAPKEEP_HEADER_TIMEOUT", "2s"),
+            ("SNAPKEEP_BODY_TIMEOUT", "1m 30s"),
+            ("SNAPKEEP_SHUTDOWN_TIMEOUT", "45"),
+            ("SNAPKEEP_MAX_CONNECTIONS", "64"),
         ])
         .unwrap();
         assert!(!c.enabled && !c.fsync);
@@ -212,6 +251,10 @@ mod tests {
         assert_eq!(c.base_path, "/backup");
         assert_eq!((c.max_body_bytes, c.retention.last.get()), (1024, 3));
         assert_eq!(c.log, "debug");
+        assert_eq!(c.header_timeout, Duration::from_secs(2));
+        assert_eq!(c.body_timeout, Duration::from_secs(90));
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(45));
+        assert_eq!(c.max_connections, 64);
     }
 
     #[test]
@@ -232,6 +275,9 @@ mod tests {
             ("SNAPKEEP_BASE_PATH", "/a/../b"),
             ("SNAPKEEP_FSYNC", ""),
             ("SNAPKEEP_LOG", "=="),
+            ("SNAPKEEP_BODY_TIMEOUT", "soon"),
+            ("SNAPKEEP_HEADER_TIMEOUT", "0s"),
+            ("SNAPKEEP_MAX_CONNECTIONS", "0"),
         ] {
             let message = error(&[(name, value)]);
             assert!(

@@ -6,6 +6,7 @@
 //! - [`server`]: binds nothing itself; serves a router on a given listener until shutdown.
 //! - [`http`]: the route table, extractors, handlers and the one error type of the API.
 //! - [`store`]: snapshots on disk: names, atomic writes, dedup, retention. No HTTP in here.
+//! - [`merge_patch`]: RFC 7396, a pure function on JSON values.
 //! - [`cli`]: subcommands (`serve`, `healthcheck`).
 //!
 //! Dependencies point one way: `http -> store`, `cli -> store`; `store` knows nothing of HTTP.
@@ -15,5 +16,6 @@
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod merge_patch;
 pub mod server;
 pub mod store;

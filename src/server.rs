@@ -1,12 +1,28 @@
 //! Running the server: the caller binds the listener (tests bind `127.0.0.1:0`) and passes a
-//! shutdown future; [`serve`] prepares the data directory and serves until that future ends,
-//! then lets in-flight requests finish.
+//! shutdown future; [`serve`] prepares the data directory and serves until that future ends.
+//!
+//! The accept loop is hyper's own (as in axum's `serve-with-hyper` example) rather than
+//! `axum::serve`, because it needs three things that one does not offer:
+//! 1. a header-read timeout, so a client that stalls (or trickles) its headers, or an idle
+//!    keep-alive connection, is closed after `SNAPKEEP_HEADER_TIMEOUT`;
+//! 2. a cap on connections served at once (`SNAPKEEP_MAX_CONNECTIONS`), so memory stays bounded
+//!    whatever the clients do; past it, new connections wait in the kernel's backlog;
+//! 3. a bounded graceful stop: on shutdown, stop accepting, let requests in flight finish for up
+//!    to `SNAPKEEP_SHUTDOWN_TIMEOUT`, then return.
+//!
+//! (Slow bodies are bounded per request by `SNAPKEEP_BODY_TIMEOUT`, in `http/extract.rs`.)
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::http::{self, AppState};
 
@@ -31,23 +47,69 @@ pub async fn serve(
     } else {
         tracing::warn!("backups are disabled (SNAPKEEP_ENABLED=false): session routes answer 503");
     }
-    let address = listener.local_addr()?;
     tracing::info!(
-        "listening on http://{address}{} with data in {}",
+        "listening on http://{}{} with data in {}",
+        listener.local_addr()?,
         config.base_path,
         config.data_dir.display()
     );
-    // Without TCP_NODELAY a keep-alive client waits ~40 ms (Nagle + delayed ACK) per response.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "could not set TCP_NODELAY");
+
+    let (header_timeout, shutdown_timeout) = (config.header_timeout, config.shutdown_timeout);
+    let permits = Arc::new(Semaphore::new(config.max_connections));
+    let service = TowerToHyperService::new(http::router(app.clone()));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = accept(&listener, &permits) => accepted,
+        };
+        let Some((stream, permit)) = accepted else {
+            continue;
+        };
+        // Without TCP_NODELAY a keep-alive client waits ~40 ms (Nagle + delayed ACK) per answer.
+        let _ = stream.set_nodelay(true);
+        let connection = builder.serve_connection(TokioIo::new(stream), service.clone());
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+
+    drop(listener);
+    tracing::info!("shutting down: finishing requests in flight");
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("stopped"),
+        _ = tokio::time::sleep(shutdown_timeout) => {
+            tracing::warn!(?shutdown_timeout, "stopped with requests still in flight");
         }
-    });
-    axum::serve(listener, http::router(app))
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    tracing::info!("stopped");
+    }
     Ok(())
+}
+
+/// Waits for a free connection slot, then for a connection. An accept error (such as running
+/// out of file descriptors) is logged and retried after a short pause, not fatal.
+async fn accept(
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+) -> Option<(tokio::net::TcpStream, tokio::sync::OwnedSemaphorePermit)> {
+    let permit = permits.clone().acquire_owned().await.expect("never closed");
+    match listener.accept().await {
+        Ok((stream, _peer)) => Some((stream, permit)),
+        Err(err) => {
+            tracing::warn!(error = %err, "accept failed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            None
+        }
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM (what `docker stop` sends).
@@ -67,5 +129,4 @@ pub async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {},
         _ = terminate => {},
     }
-    tracing::info!("shutting down: finishing requests in flight");
 }

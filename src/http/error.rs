@@ -2,12 +2,15 @@
 //! JSON body `{"error": "<sentence>", "code": "<machine_code>"}`. Details of server-side
 //! failures go to the log; the client gets a fixed sentence.
 
+use std::time::Duration;
+
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::store::StoreError;
+use super::handlers::info_json;
 use crate::store::name::NameError;
+use crate::store::{SnapshotInfo, StoreError};
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -15,6 +18,17 @@ pub enum ApiError {
     InvalidPath(String),
     InvalidName(NameError),
     InvalidJson(String),
+    InvalidGzip(String),
+    /// A header is malformed (the sentence says which and how it should look).
+    InvalidHeader(String),
+    /// The body did not arrive within the body timeout.
+    BodyTimeout(Duration),
+    /// A conditional request's expectation did not hold; `latest` is the session's current one.
+    PreconditionFailed {
+        latest: Option<SnapshotInfo>,
+    },
+    /// A patch cannot apply: the latest snapshot on disk is not valid JSON.
+    LatestNotJson,
     /// The body ended early (the client hung up or the connection broke mid-upload).
     IncompleteBody,
     NotFound(&'static str),
@@ -47,6 +61,31 @@ impl ApiError {
                 )
             }
             InvalidJson(why) => (StatusCode::BAD_REQUEST, "invalid_json", why.clone()),
+            InvalidGzip(why) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_gzip",
+                format!("The body is not valid gzip: {why}."),
+            ),
+            InvalidHeader(why) => (StatusCode::BAD_REQUEST, "invalid_header", why.clone()),
+            BodyTimeout(limit) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!("The request body did not arrive within {limit:?}."),
+            ),
+            PreconditionFailed { .. } => (
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                "The session's latest snapshot is not the one this request expected; \
+                 \"latest\" is the current one."
+                    .into(),
+            ),
+            LatestNotJson => (
+                StatusCode::CONFLICT,
+                "latest_not_json",
+                "The latest snapshot is not valid JSON (edited on disk?), so a patch cannot \
+                 apply; POST a whole document instead."
+                    .into(),
+            ),
             IncompleteBody => (
                 StatusCode::BAD_REQUEST,
                 "incomplete_body",
@@ -97,8 +136,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, error) = self.parts();
         let mut body = json!({ "error": error, "code": code });
-        if let ApiError::BodyTooLarge { limit } = self {
-            body["limit"] = limit.into();
+        match &self {
+            ApiError::BodyTooLarge { limit } => body["limit"] = (*limit).into(),
+            ApiError::PreconditionFailed { latest } => {
+                body["latest"] = latest.as_ref().map(info_json).unwrap_or_default();
+            }
+            _ => {}
         }
         (status, axum::Json(body)).into_response()
     }
@@ -114,6 +157,12 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::NotFound => ApiError::NotFound("No such snapshot."),
+            StoreError::PreconditionFailed { latest } => ApiError::PreconditionFailed { latest },
+            StoreError::TooLarge { limit } => ApiError::BodyTooLarge { limit },
+            StoreError::LatestNotJson(err) => {
+                tracing::warn!(error = %err, "cannot patch: the latest snapshot is not JSON");
+                ApiError::LatestNotJson
+            }
             StoreError::StorageFull(io) => {
                 tracing::warn!(error = %io, "refused a write: storage full");
                 ApiError::InsufficientStorage

@@ -1,22 +1,34 @@
 //! Extractors that turn an untrusted request into typed input, or into an [`ApiError`]:
-//! path segments into session and snapshot ids, and the body into checked JSON bytes.
+//! path segments into session and snapshot ids, `If-Match`/`If-None-Match` into a
+//! [`Precondition`], and the body into checked JSON bytes.
 //!
 //! The body pipeline, in order (each step refuses before any work of the next):
-//! 1. `Content-Type` must be JSON, `text/plain` (what `sendBeacon` sends) or absent: else 415;
-//! 2. `Content-Encoding` must be absent or `identity`: else 415;
-//! 3. a `Content-Length` over the limit is refused before reading: 413;
-//! 4. the body is read through a limit, so no more than `limit` bytes are ever buffered: 413;
+//! 1. `Content-Type` must suit the route (for `POST`: JSON, `text/plain` as `sendBeacon` sends,
+//!    or none; for `PATCH`: `application/merge-patch+json`): else 415;
+//! 2. `Content-Encoding` must be absent, `identity` or `gzip`: else 415;
+//! 3. a `Content-Length` over the limit is refused before reading: 413 (for gzip, 1 KiB of
+//!    gzip framing is allowed on top, since the limit is on the decompressed bytes);
+//! 4. the body is read (and gunzipped) through a limit on the decoded bytes, so no more than
+//!    `limit` bytes are ever buffered and a gzip bomb costs at most `limit` bytes of work: 413;
+//!    the whole body must arrive within `SNAPKEEP_BODY_TIMEOUT`: else 408; bad gzip: 400;
 //! 5. the bytes must be UTF-8 JSON (any value, nesting within serde_json's limit): else 400.
 
-use axum::body::Bytes;
+use std::io;
+
+use async_compression::tokio::bufread::GzipDecoder;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
-use axum::http::{HeaderMap, header, request::Parts};
+use axum::http::{HeaderMap, HeaderName, header, request::Parts};
+use futures_util::TryStreamExt;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use tokio::io::AsyncReadExt;
+use tokio_util::io::StreamReader;
 
 use super::AppState;
 use super::error::ApiError;
 use crate::store::name::{SessionId, SnapshotId};
+use crate::store::{Expected, Precondition};
 
 /// The `{session}` segment of the path.
 pub struct SessionPath(pub SessionId);
@@ -61,66 +73,225 @@ fn param<'a>(params: &'a RawPathParams, name: &str) -> &'a str {
         .unwrap_or_default()
 }
 
-/// A request body that is a complete, valid JSON document within the size limit.
+/// A write's `If-Match` / `If-None-Match` headers. Entity tags are snapshot ids in quotes;
+/// `If-Match` compares strongly (a weak `W/"…"` tag never matches), `If-None-Match` weakly.
+pub struct Conditions(pub Precondition);
+
+impl<S: Send + Sync> FromRequestParts<S> for Conditions {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Ok(Self(Precondition {
+            if_match: expected(&parts.headers, header::IF_MATCH, false)?,
+            if_none_match: expected(&parts.headers, header::IF_NONE_MATCH, true)?,
+        }))
+    }
+}
+
+fn expected(
+    headers: &HeaderMap,
+    name: HeaderName,
+    weak_ok: bool,
+) -> Result<Option<Expected>, ApiError> {
+    let values: Vec<&str> = headers
+        .get_all(&name)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("\u{0}"))
+        .collect();
+    if values.is_empty() {
+        return Ok(None);
+    }
+    let tags: Vec<&str> = values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    if tags == ["*"] {
+        return Ok(Some(Expected::Any));
+    }
+    let mut ids = Vec::new();
+    for tag in tags {
+        let (weak, quoted) = match tag.strip_prefix("W/") {
+            Some(rest) => (true, rest),
+            None => (false, tag),
+        };
+        let id = quoted
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .filter(|id| !id.contains('"'))
+            .ok_or_else(|| {
+                ApiError::InvalidHeader(format!(
+                    "{name} takes \"*\" or quoted snapshot ids (the ETag as sent), such as \
+                     \"20261123T185337.123456Z-9f86d081884c7d65\"."
+                ))
+            })?;
+        if weak_ok || !weak {
+            ids.push(id.to_owned());
+        }
+    }
+    Ok(Some(Expected::OneOf(ids)))
+}
+
+/// A `POST` body: a complete, valid JSON document within the size limit.
 pub struct JsonBody(pub Bytes);
+
+/// A `PATCH` body: a JSON merge patch (`application/merge-patch+json`) within the size limit.
+pub struct MergePatchBody(pub serde_json::Value);
 
 impl FromRequest<AppState> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let limit = state.config.max_body_bytes;
-        check_headers(req.headers(), limit)?;
-        let body = match Limited::new(req.into_body(), limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(err) if err.is::<LengthLimitError>() => {
-                return Err(ApiError::BodyTooLarge { limit });
-            }
-            Err(_) => return Err(ApiError::IncompleteBody),
-        };
+        let send = "application/json (or text/plain)";
+        check_content_type(req.headers(), is_json_or_text, true, send)?;
+        let body = read_body(req, state).await?;
         check_json(&body).map_err(ApiError::InvalidJson)?;
         Ok(Self(body))
     }
 }
 
-fn check_headers(headers: &HeaderMap, limit: usize) -> Result<(), ApiError> {
-    if let Some(value) = headers.get(header::CONTENT_TYPE)
-        && !value.to_str().is_ok_and(is_json_or_text)
-    {
-        return Err(ApiError::UnsupportedMediaType(format!(
-            "Content-Type {value:?} is not accepted: send the snapshot as application/json \
-             (or text/plain), in UTF-8."
-        )));
-    }
-    if let Some(value) = headers.get(header::CONTENT_ENCODING)
-        && !value.as_bytes().eq_ignore_ascii_case(b"identity")
-    {
-        return Err(ApiError::UnsupportedMediaType(format!(
-            "Content-Encoding {value:?} is not accepted: send the body uncompressed."
-        )));
-    }
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    match declared {
-        Some(length) if length > limit as u64 => Err(ApiError::BodyTooLarge { limit }),
-        _ => Ok(()),
+impl FromRequest<AppState> for MergePatchBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let is_merge_patch = |t: &str| essence(t) == "application/merge-patch+json";
+        let send = "application/merge-patch+json";
+        check_content_type(req.headers(), is_merge_patch, false, send)?;
+        let body = read_body(req, state).await?;
+        check_json(&body).map_err(ApiError::InvalidJson)?;
+        let patch = serde_json::from_slice(&body)
+            .map_err(|err| ApiError::InvalidJson(format!("The body is not valid JSON: {err}.")))?;
+        Ok(Self(patch))
     }
 }
 
-/// `application/json`, `application/*+json` or `text/plain`, with no charset other than UTF-8.
-fn is_json_or_text(content_type: &str) -> bool {
-    let mut parts = content_type.split(';');
-    let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
-    let type_ok = essence == "application/json"
-        || essence == "text/plain"
-        || (essence.starts_with("application/") && essence.ends_with("+json"));
-    let charset_ok = parts.all(|param| match param.split_once('=') {
-        Some((name, value)) if name.trim().eq_ignore_ascii_case("charset") => {
-            value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+/// Step 1: `accepted` judges a present `Content-Type`; `absent_ok` says whether none is fine.
+fn check_content_type(
+    headers: &HeaderMap,
+    accepted: impl Fn(&str) -> bool,
+    absent_ok: bool,
+    what_to_send: &str,
+) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return match absent_ok {
+            true => Ok(()),
+            false => Err(ApiError::UnsupportedMediaType(format!(
+                "Send the body with Content-Type {what_to_send}."
+            ))),
+        };
+    };
+    match value
+        .to_str()
+        .is_ok_and(|t| accepted(t) && charset_is_utf8(t))
+    {
+        true => Ok(()),
+        false => Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Type {value:?} is not accepted here: send {what_to_send}, in UTF-8."
+        ))),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Identity,
+    Gzip,
+}
+
+/// Steps 2 to 4 of the pipeline: the encoding, the declared length, then the bytes.
+async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    let (limit, timeout) = (state.config.max_body_bytes, state.config.body_timeout);
+    let encoding = encoding(req.headers())?;
+    let allowance = match encoding {
+        Encoding::Identity => 0,
+        Encoding::Gzip => 1024,
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > (limit + allowance) as u64) {
+        return Err(ApiError::BodyTooLarge { limit });
+    }
+    let body = req.into_body();
+    let read = async {
+        match encoding {
+            Encoding::Identity => read_plain(body, limit).await,
+            Encoding::Gzip => read_gzip(body, limit).await,
         }
-        _ => true,
-    });
-    type_ok && charset_ok
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| ApiError::BodyTimeout(timeout))?
+}
+
+fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(Encoding::Identity);
+    };
+    let value = value.to_str().unwrap_or_default().trim();
+    if value.eq_ignore_ascii_case("identity") {
+        Ok(Encoding::Identity)
+    } else if value.eq_ignore_ascii_case("gzip") || value.eq_ignore_ascii_case("x-gzip") {
+        Ok(Encoding::Gzip)
+    } else {
+        Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Encoding {value:?} is not accepted: send the body as it is, or gzipped."
+        )))
+    }
+}
+
+async fn read_plain(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<LengthLimitError>() => Err(ApiError::BodyTooLarge { limit }),
+        Err(_) => Err(ApiError::IncompleteBody),
+    }
+}
+
+/// Gunzips `body`, stopping one byte past `limit`: that much work at most, whatever it holds.
+async fn read_gzip(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    // Transport failures are marked `Other`; everything else comes from the gzip decoder.
+    let compressed = StreamReader::new(TryStreamExt::map_err(
+        body.into_data_stream(),
+        io::Error::other,
+    ));
+    let mut decoded = Vec::new();
+    let read = GzipDecoder::new(compressed)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut decoded)
+        .await;
+    match read {
+        Ok(_) if decoded.len() > limit => Err(ApiError::BodyTooLarge { limit }),
+        Ok(_) => Ok(decoded.into()),
+        Err(err) if err.kind() == io::ErrorKind::Other => Err(ApiError::IncompleteBody),
+        Err(err) => Err(ApiError::InvalidGzip(err.to_string())),
+    }
+}
+
+fn essence(content_type: &str) -> String {
+    let essence = content_type.split(';').next().unwrap_or_default();
+    essence.trim().to_ascii_lowercase()
+}
+
+/// No `charset` parameter, or `charset=utf-8`.
+fn charset_is_utf8(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .skip(1)
+        .all(|param| match param.split_once('=') {
+            Some((name, value)) if name.trim().eq_ignore_ascii_case("charset") => {
+                value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+            }
+            _ => true,
+        })
+}
+
+/// `application/json`, `application/*+json` or `text/plain`.
+fn is_json_or_text(content_type: &str) -> bool {
+    let essence = essence(content_type);
+    essence == "application/json"
+        || essence == "text/plain"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Checks that `bytes` hold one complete JSON value, without building it in memory. Any value
@@ -204,7 +375,7 @@ mod tests {
             "text/plain;charset=UTF-8",
             "text/plain; charset=\"utf-8\"",
         ] {
-            assert!(is_json_or_text(ok), "{ok}");
+            assert!(is_json_or_text(ok) && charset_is_utf8(ok), "{ok}");
         }
         for bad in [
             "application/x-www-form-urlencoded",
@@ -214,7 +385,7 @@ mod tests {
             "application/jsonx",
             "",
         ] {
-            assert!(!is_json_or_text(bad), "{bad}");
+            assert!(!(is_json_or_text(bad) && charset_is_utf8(bad)), "{bad}");
         }
     }
 

@@ -16,9 +16,9 @@ use tokio_util::io::ReaderStream;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{JsonBody, SessionPath, SnapshotPath};
+use super::extract::{Conditions, JsonBody, MergePatchBody, SessionPath, SnapshotPath};
 use crate::store::name::SessionId;
-use crate::store::{Saved, Snapshot, SnapshotInfo, Which};
+use crate::store::{Expected, Saved, Snapshot, SnapshotInfo, Which};
 
 type Result<T, E = ApiError> = std::result::Result<T, E>;
 
@@ -54,19 +54,25 @@ pub async fn status(State(app): State<AppState>) -> Json<Value> {
 pub async fn save(
     State(app): State<AppState>,
     SessionPath(session): SessionPath,
+    Conditions(precondition): Conditions,
     JsonBody(body): JsonBody,
 ) -> Result<Response> {
-    let saved = app.store.save(&session, body).await?;
-    let status = match saved.deduplicated {
-        true => StatusCode::OK,
-        false => StatusCode::CREATED,
-    };
-    let location = format!("{}/{session}/{}", app.config.base_path, saved.info.id);
-    let headers = [
-        (header::LOCATION, location),
-        (header::ETAG, etag(&saved.info)),
-    ];
-    Ok((status, headers, Json(SavedBody::new(&session, saved))).into_response())
+    let saved = app.store.save(&session, body, precondition).await?;
+    Ok(saved_response(&app, &session, saved))
+}
+
+pub async fn patch(
+    State(app): State<AppState>,
+    SessionPath(session): SessionPath,
+    Conditions(precondition): Conditions,
+    MergePatchBody(patch): MergePatchBody,
+) -> Result<Response> {
+    let limit = app.config.max_body_bytes;
+    let saved = app
+        .store
+        .patch(&session, patch, precondition, limit)
+        .await?;
+    Ok(saved_response(&app, &session, saved))
 }
 
 pub async fn list(
@@ -78,13 +84,7 @@ pub async fn list(
         .list(&session)
         .await?
         .iter()
-        .map(|info| {
-            json!({
-                "id": info.id.to_string(),
-                "createdAt": rfc3339(info.id.created_at()),
-                "bytes": info.bytes,
-            })
-        })
+        .map(info_json)
         .collect();
     Ok(Json(
         json!({ "session": session.as_str(), "snapshots": snapshots }),
@@ -94,32 +94,36 @@ pub async fn list(
 pub async fn latest(
     State(app): State<AppState>,
     SessionPath(session): SessionPath,
+    Conditions(precondition): Conditions,
 ) -> Result<Response> {
     let snapshot = app.store.open(&session, Which::Latest).await?;
-    Ok(snapshot_response(snapshot))
+    Ok(snapshot_response(snapshot, precondition.if_none_match))
 }
 
 pub async fn snapshot(
     State(app): State<AppState>,
     SnapshotPath(session, id): SnapshotPath,
+    Conditions(precondition): Conditions,
 ) -> Result<Response> {
     let snapshot = app.store.open(&session, Which::Id(id)).await?;
-    Ok(snapshot_response(snapshot))
+    Ok(snapshot_response(snapshot, precondition.if_none_match))
 }
 
 pub async fn delete_snapshot(
     State(app): State<AppState>,
     SnapshotPath(session, id): SnapshotPath,
+    Conditions(precondition): Conditions,
 ) -> Result<StatusCode> {
-    app.store.delete(&session, &id).await?;
+    app.store.delete(&session, &id, precondition).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn delete_session(
     State(app): State<AppState>,
     SessionPath(session): SessionPath,
+    Conditions(precondition): Conditions,
 ) -> Result<StatusCode> {
-    app.store.delete_session(&session).await?;
+    app.store.delete_session(&session, precondition).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -167,13 +171,34 @@ impl SavedBody {
     }
 }
 
-/// Streams a snapshot's exact bytes, so a large one is never loaded whole.
-fn snapshot_response(snapshot: Snapshot) -> Response {
-    let info = &snapshot.info;
-    let modified = httpdate::fmt_http_date(SystemTime::from(info.id.created_at()));
+/// The answer to a write: `201` with the new snapshot, or `200` when deduplicated.
+fn saved_response(app: &AppState, session: &SessionId, saved: Saved) -> Response {
+    let status = match saved.deduplicated {
+        true => StatusCode::OK,
+        false => StatusCode::CREATED,
+    };
+    let location = format!("{}/{session}/{}", app.config.base_path, saved.info.id);
     let headers = [
-        (header::CONTENT_TYPE, "application/json".to_owned()),
-        (header::CONTENT_LENGTH, info.bytes.to_string()),
+        (header::LOCATION, location),
+        (header::ETAG, etag(&saved.info)),
+    ];
+    (status, headers, Json(SavedBody::new(session, saved))).into_response()
+}
+
+/// Streams a snapshot's exact bytes, so a large one is never loaded whole; or `304` when the
+/// client already has it (`If-None-Match`). A snapshot whose content no longer matches its id
+/// is still served (the directory is the truth, and an operator may have edited it) but says
+/// so in `X-Snapshot-Integrity: mismatch`.
+fn snapshot_response(snapshot: Snapshot, if_none_match: Option<Expected>) -> Response {
+    let info = &snapshot.info;
+    let cached = match &if_none_match {
+        Some(Expected::Any) => true,
+        Some(Expected::OneOf(ids)) => ids.iter().any(|id| *id == info.id.to_string()),
+        None => false,
+    };
+    let modified = httpdate::fmt_http_date(SystemTime::from(info.id.created_at()));
+    let integrity = if snapshot.intact { "ok" } else { "mismatch" };
+    let headers = [
         (header::ETAG, etag(info)),
         (header::LAST_MODIFIED, modified),
         (header::CACHE_CONTROL, "no-cache".to_owned()),
@@ -181,8 +206,29 @@ fn snapshot_response(snapshot: Snapshot) -> Response {
             HeaderName::from_static("x-snapshot-id"),
             info.id.to_string(),
         ),
+        (
+            HeaderName::from_static("x-snapshot-integrity"),
+            integrity.to_owned(),
+        ),
     ];
-    (headers, Body::from_stream(ReaderStream::new(snapshot.body))).into_response()
+    if cached {
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
+    }
+    let content = [
+        (header::CONTENT_TYPE, "application/json".to_owned()),
+        (header::CONTENT_LENGTH, info.bytes.to_string()),
+    ];
+    let body = Body::from_stream(ReaderStream::new(snapshot.body));
+    (headers, content, body).into_response()
+}
+
+/// How a snapshot is described in lists and in a `412`'s `latest`.
+pub fn info_json(info: &SnapshotInfo) -> Value {
+    json!({
+        "id": info.id.to_string(),
+        "createdAt": rfc3339(info.id.created_at()),
+        "bytes": info.bytes,
+    })
 }
 
 fn etag(info: &SnapshotInfo) -> String {

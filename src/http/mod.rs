@@ -42,7 +42,7 @@ pub fn router(app: AppState) -> Router {
     let sessions = Router::new()
         .route(
             &format!("{base}/{{session}}"),
-            get(list).post(save).delete(delete_session),
+            get(list).post(save).patch(patch).delete(delete_session),
         )
         .route(&format!("{base}/{{session}}/latest"), get(latest))
         .route(

@@ -9,9 +9,10 @@ mod atomic;
 mod disk;
 mod locks;
 pub mod name;
+mod precondition;
 pub mod retain;
 
-use std::io;
+use std::io::{self, Seek};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,14 +23,26 @@ use tokio::io::AsyncRead;
 
 use self::disk::Disk;
 use self::locks::SessionLocks;
-use self::name::{SessionId, SnapshotId, sha256_hex};
+use self::name::{SessionId, SnapshotId, sha256_hex, sha256_hex_of};
 use self::retain::Retention;
+
+pub use self::precondition::{Expected, Precondition};
 
 /// What can go wrong in the store. Callers map these to their own answers.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("no such snapshot")]
     NotFound,
+    /// A conditional write's expectation did not hold; `latest` is the session's current one.
+    #[error("the session's latest snapshot is not the one expected")]
+    PreconditionFailed { latest: Option<SnapshotInfo> },
+    /// A patched document came out larger than the snapshot size limit.
+    #[error("the result would be larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    /// A patch cannot apply because the latest snapshot on disk is not valid JSON (edited by
+    /// hand, say).
+    #[error("the latest snapshot is not valid JSON: {0}")]
+    LatestNotJson(serde_json::Error),
     /// The disk or a filesystem quota is full (`ENOSPC`, `EDQUOT`).
     #[error("no space left for the snapshot: {0}")]
     StorageFull(io::Error),
@@ -71,6 +84,9 @@ pub type SnapshotBody = Pin<Box<dyn AsyncRead + Send + Sync>>;
 /// An opened snapshot.
 pub struct Snapshot {
     pub info: SnapshotInfo,
+    /// False when the content no longer matches the digest in its id: the file was edited or
+    /// corrupted on disk.
+    pub intact: bool,
     pub body: SnapshotBody,
 }
 
@@ -116,15 +132,72 @@ impl Store {
     }
 
     /// Saves `content` as the session's newest snapshot, unless it equals the latest one, then
-    /// applies retention. Durable before it returns (when fsync is on).
-    pub async fn save(&self, session: &SessionId, content: Bytes) -> Result<Saved, StoreError> {
+    /// applies retention. Durable before it returns (when fsync is on). `precondition` is
+    /// checked against the latest snapshot in the same critical section as the write.
+    pub async fn save(
+        &self,
+        session: &SessionId,
+        content: Bytes,
+        precondition: Precondition,
+    ) -> Result<Saved, StoreError> {
+        self.with_latest(session, precondition, move |_, _, _| Ok(content.to_vec()))
+            .await
+    }
+
+    /// Applies the JSON merge patch `patch` (RFC 7396) to the latest snapshot (or to an empty
+    /// document) and saves the result like [`Store::save`]. The result may be at most
+    /// `max_bytes` long.
+    pub async fn patch(
+        &self,
+        session: &SessionId,
+        patch: serde_json::Value,
+        precondition: Precondition,
+        max_bytes: usize,
+    ) -> Result<Saved, StoreError> {
+        self.with_latest(session, precondition, move |disk, session, latest| {
+            let mut document = match latest {
+                Some(info) => serde_json::from_slice(&disk.read(session, &info.id)?)
+                    .map_err(StoreError::LatestNotJson)?,
+                None => serde_json::Value::Object(Default::default()),
+            };
+            crate::merge_patch::apply(&mut document, &patch);
+            let bytes = serde_json::to_vec(&document).expect("a Value always serializes");
+            match bytes.len() <= max_bytes {
+                true => Ok(bytes),
+                false => Err(StoreError::TooLarge { limit: max_bytes }),
+            }
+        })
+        .await
+    }
+
+    /// The shared body of `save` and `patch`: under the session's lock, check `precondition`
+    /// against the latest snapshot, let `make` produce the new content from it, then save.
+    async fn with_latest<F>(
+        &self,
+        session: &SessionId,
+        precondition: Precondition,
+        make: F,
+    ) -> Result<Saved, StoreError>
+    where
+        F: FnOnce(&Disk, &SessionId, Option<&SnapshotInfo>) -> Result<Vec<u8>, StoreError>
+            + Send
+            + 'static,
+    {
         let guard = self.locks.lock(session).await;
         let (disk, session, retention) = (self.disk.clone(), session.clone(), self.retention);
         // The guard moves into the blocking task: if the client goes away and this future is
         // dropped, the lock is still held until the write has really finished.
         blocking(move || {
             let _guard = guard;
-            save_locked(&disk, &session, &content, retention)
+            let entries = disk.entries(&session)?;
+            let newest = newest(&entries);
+            if !precondition.holds(newest.map(|e| &e.id)) {
+                return Err(StoreError::PreconditionFailed {
+                    latest: newest.cloned(),
+                });
+            }
+            let content = make(&disk, &session, newest)?;
+            save_locked(&disk, &session, &content, &entries, retention)
         })
         .await
     }
@@ -140,55 +213,95 @@ impl Store {
         .await
     }
 
-    /// Opens one snapshot for streaming.
+    /// Opens one snapshot for streaming, after checking its content against its id's digest.
     pub async fn open(&self, session: &SessionId, which: Which) -> Result<Snapshot, StoreError> {
         let (disk, session) = (self.disk.clone(), session.clone());
-        let (file, info) = blocking(move || {
+        let (file, info, intact) = blocking(move || {
             let id = match which {
                 Which::Id(id) => id,
-                Which::Latest => latest(&disk, &session)?.ok_or(StoreError::NotFound)?.id,
+                Which::Latest => newest(&disk.entries(&session)?)
+                    .ok_or(StoreError::NotFound)?
+                    .id
+                    .clone(),
             };
-            let (file, bytes) = disk.open(&session, &id).map_err(not_found)?;
-            Ok((file, SnapshotInfo { id, bytes }))
+            let (mut file, bytes) = disk.open(&session, &id).map_err(not_found)?;
+            // One extra sequential read (from the page cache, usually) buys a guarantee that
+            // nothing edited or corrupted on disk is passed off as the snapshot that was saved.
+            let intact = id.digest_matches(&sha256_hex_of(&mut file)?);
+            file.rewind()?;
+            if !intact {
+                tracing::warn!(%session, snapshot = %id, "snapshot content does not match its digest");
+            }
+            Ok((file, SnapshotInfo { id, bytes }, intact))
         })
         .await?;
         let body = Box::pin(tokio::fs::File::from_std(file));
-        Ok(Snapshot { info, body })
+        Ok(Snapshot { info, intact, body })
     }
 
-    /// Deletes one snapshot.
-    pub async fn delete(&self, session: &SessionId, id: &SnapshotId) -> Result<(), StoreError> {
+    /// Deletes one snapshot. `precondition` is checked against that snapshot's own id.
+    pub async fn delete(
+        &self,
+        session: &SessionId,
+        id: &SnapshotId,
+        precondition: Precondition,
+    ) -> Result<(), StoreError> {
         let guard = self.locks.lock(session).await;
         let (disk, session, id) = (self.disk.clone(), session.clone(), id.clone());
         blocking(move || {
             let _guard = guard;
+            let entries = disk.entries(&session)?;
+            let exists = entries.iter().any(|e| e.id == id);
+            if !precondition.holds(exists.then_some(&id)) {
+                let latest = newest(&entries).cloned();
+                return Err(StoreError::PreconditionFailed { latest });
+            }
             disk.remove(&session, &id).map_err(not_found)
         })
         .await
     }
 
     /// Deletes every snapshot of the session; an unknown session is not an error.
-    pub async fn delete_session(&self, session: &SessionId) -> Result<(), StoreError> {
+    /// `precondition` is checked against the latest snapshot.
+    pub async fn delete_session(
+        &self,
+        session: &SessionId,
+        precondition: Precondition,
+    ) -> Result<(), StoreError> {
         let guard = self.locks.lock(session).await;
         let (disk, session) = (self.disk.clone(), session.clone());
         blocking(move || {
             let _guard = guard;
+            if precondition != Precondition::default() {
+                let entries = disk.entries(&session)?;
+                let latest = newest(&entries);
+                if !precondition.holds(latest.map(|e| &e.id)) {
+                    return Err(StoreError::PreconditionFailed {
+                        latest: latest.cloned(),
+                    });
+                }
+            }
             Ok(disk.remove_session(&session)?)
         })
         .await
     }
 }
 
-/// The body of [`Store::save`], run while holding the session's lock.
+fn newest(entries: &[SnapshotInfo]) -> Option<&SnapshotInfo> {
+    entries.iter().max_by(|a, b| a.id.cmp(&b.id))
+}
+
+/// Saves `content` as the newest of `entries` (the session's snapshots, read under its lock):
+/// dedup against the latest, choose the id, write, prune.
 fn save_locked(
     disk: &Disk,
     session: &SessionId,
     content: &[u8],
+    entries: &[SnapshotInfo],
     retention: Retention,
 ) -> Result<Saved, StoreError> {
     let sha256 = sha256_hex(content);
-    let entries = disk.entries(session)?;
-    let newest = entries.iter().max_by(|a, b| a.id.cmp(&b.id));
+    let newest = newest(entries);
     // The id carries a digest prefix, so the file is only read when a match is likely.
     if let Some(newest) = newest
         && newest.id.digest_matches(&sha256)
@@ -203,7 +316,7 @@ fn save_locked(
     }
     let id = SnapshotId::next(OffsetDateTime::now_utc(), newest.map(|e| &e.id), &sha256);
     disk.write(session, &id, content)?;
-    let mut ids: Vec<SnapshotId> = entries.into_iter().map(|e| e.id).collect();
+    let mut ids: Vec<SnapshotId> = entries.iter().map(|e| e.id.clone()).collect();
     ids.push(id.clone());
     let pruned = retain::to_prune(&ids, &retention)
         .into_iter()
@@ -226,13 +339,6 @@ fn save_locked(
         deduplicated: false,
         pruned,
     })
-}
-
-fn latest(disk: &Disk, session: &SessionId) -> Result<Option<SnapshotInfo>, StoreError> {
-    Ok(disk
-        .entries(session)?
-        .into_iter()
-        .max_by(|a, b| a.id.cmp(&b.id)))
 }
 
 fn not_found(err: io::Error) -> StoreError {

@@ -169,10 +169,23 @@ impl FromStr for SnapshotId {
 
 /// Lowercase hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(bytes))
+}
+
+/// Lowercase hex SHA-256 of everything `reader` yields, read in pieces (never all at once).
+pub fn sha256_hex_of(mut reader: impl std::io::Read) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0; 64 * 1024];
+    loop {
+        match reader.read(&mut buffer)? {
+            0 => return Ok(hex(&hasher.finalize())),
+            n => hasher.update(&buffer[..n]),
+        }
+    }
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn truncate_to_micros(t: OffsetDateTime) -> OffsetDateTime {
@@ -263,5 +276,8 @@ mod tests {
     #[test]
     fn sha256_hex_is_the_standard_digest() {
         assert_eq!(sha256_hex(b"hello"), HELLO);
+        assert_eq!(sha256_hex_of(&b"hello"[..]).unwrap(), HELLO);
+        let big = vec![7u8; 200_000];
+        assert_eq!(sha256_hex_of(&big[..]).unwrap(), sha256_hex(&big));
     }
 }

@@ -5,9 +5,14 @@ mod helpers;
 
 mod bad_input;
 mod concurrency;
+mod conditional;
 mod delete;
 mod disabled;
+mod disk_full;
+mod gzip;
+mod patch;
 mod read;
 mod save;
 mod service;
+mod slow;
 mod storage;

@@ -191,11 +191,7 @@ fn saved_response(app: &AppState, session: &SessionId, saved: Saved) -> Response
 /// so in `X-Snapshot-Integrity: mismatch`.
 fn snapshot_response(snapshot: Snapshot, if_none_match: Option<Expected>) -> Response {
     let info = &snapshot.info;
-    let cached = match &if_none_match {
-        Some(Expected::Any) => true,
-        Some(Expected::OneOf(ids)) => ids.iter().any(|id| *id == info.id.to_string()),
-        None => false,
-    };
+    let cached = if_none_match.is_some_and(|tags| tags.matches(Some(&info.id)));
     let modified = httpdate::fmt_http_date(SystemTime::from(info.id.created_at()));
     let integrity = if snapshot.intact { "ok" } else { "mismatch" };
     let headers = [

@@ -14,14 +14,12 @@ pub enum Expected {
 }
 
 impl Expected {
-    fn matches(&self, current: Option<&SnapshotId>) -> bool {
+    /// Whether `current` (the id of the resource's current state, if it exists) is expected.
+    pub fn matches(&self, current: Option<&SnapshotId>) -> bool {
         match (self, current) {
             (_, None) => false,
             (Expected::Any, Some(_)) => true,
-            (Expected::OneOf(ids), Some(current)) => {
-                let current = current.to_string();
-                ids.iter().any(|id| *id == current)
-            }
+            (Expected::OneOf(ids), Some(current)) => ids.contains(&current.to_string()),
         }
     }
 }

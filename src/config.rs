@@ -67,9 +67,20 @@ struct Raw {
 const PREFIX: &str = "SNAPKEEP_";
 
 impl Config {
-    /// Reads the process environment.
+    /// Reads the process environment. Variables of other programs are not looked at, so one
+    /// that is not UTF-8 does no harm; a `SNAPKEEP_*` one that is not is refused.
     pub fn from_env() -> Result<(Self, Vec<String>), ConfigError> {
-        Self::from_vars(std::env::vars())
+        let mut vars = Vec::new();
+        for (name, value) in std::env::vars_os() {
+            let Some(name) = name.to_str().filter(|n| n.starts_with(PREFIX)) else {
+                continue;
+            };
+            let value = value
+                .into_string()
+                .map_err(|raw| ConfigError(format!("{name} must be UTF-8 text, got {raw:?}")))?;
+            vars.push((name.to_owned(), value));
+        }
+        Self::from_vars(vars)
     }
 
     /// Reads `SNAPKEEP_*` pairs from `vars`; other names are ignored. Also returns the names of
@@ -95,7 +106,7 @@ impl Raw {
         Ok(Config {
             enabled: boolean(&self.enabled, "ENABLED", true)?,
             listen: listen(&self.listen)?,
-            data_dir: PathBuf::from(self.data_dir.as_deref().unwrap_or("./data")),
+            data_dir: data_dir(&self.data_dir)?,
             base_path: base_path(&self.base_path)?,
             max_body_bytes: number(&self.max_body_bytes, "MAX_BODY_BYTES", 16 * 1024 * 1024, 1)?,
             retention: Retention {
@@ -167,6 +178,20 @@ fn listen(value: &Option<String>) -> Result<SocketAddr, ConfigError> {
     })
 }
 
+fn data_dir(value: &Option<String>) -> Result<PathBuf, ConfigError> {
+    match value.as_deref().unwrap_or("./data") {
+        "" => Err(invalid(
+            "DATA_DIR",
+            "a directory path such as ./data or /data",
+            "",
+        )),
+        path => Ok(PathBuf::from(path)),
+    }
+}
+
+/// Paths the server answers itself, which the base path must not take over.
+const RESERVED_PATHS: [&str; 2] = ["/healthz", "/readyz"];
+
 fn base_path(value: &Option<String>) -> Result<String, ConfigError> {
     let text = value.as_deref().unwrap_or("/api/backup");
     let trimmed = text.trim_end_matches('/');
@@ -178,10 +203,13 @@ fn base_path(value: &Option<String>) -> Result<String, ConfigError> {
                 .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
     };
     match trimmed.strip_prefix('/') {
-        Some(rest) if rest.split('/').all(segment_ok) => Ok(trimmed.to_owned()),
+        Some(rest) if rest.split('/').all(segment_ok) && !RESERVED_PATHS.contains(&trimmed) => {
+            Ok(trimmed.to_owned())
+        }
         _ => Err(invalid(
             "BASE_PATH",
-            "a path such as /api/backup (starting with /, letters, digits, - . _ ~ between slashes)",
+            "a path such as /api/backup (starting with /, letters, digits, - . _ ~ between \
+             slashes; not /healthz or /readyz)",
             text,
         )),
     }
@@ -273,6 +301,9 @@ mod tests {
             ("SNAPKEEP_BASE_PATH", "api"),
             ("SNAPKEEP_BASE_PATH", "/"),
             ("SNAPKEEP_BASE_PATH", "/a/../b"),
+            ("SNAPKEEP_BASE_PATH", "/healthz"),
+            ("SNAPKEEP_BASE_PATH", "/readyz/"),
+            ("SNAPKEEP_DATA_DIR", ""),
             ("SNAPKEEP_FSYNC", ""),
             ("SNAPKEEP_LOG", "=="),
             ("SNAPKEEP_BODY_TIMEOUT", "soon"),

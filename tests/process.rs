@@ -123,6 +123,8 @@ fn a_bad_setting_exits_2_with_one_line_naming_it() {
         ),
         ("SNAPKEEP_FSYNC", "sometimes", "true or false"),
         ("SNAPKEEP_LOG", "a=b=c", "a log filter"),
+        ("SNAPKEEP_BASE_PATH", "/healthz", "not /healthz or /readyz"),
+        ("SNAPKEEP_DATA_DIR", "", "a directory path"),
     ];
     for (name, value, expects) in cases {
         let output = run(&[(name, value)], &[]);
@@ -133,6 +135,32 @@ fn a_bad_setting_exits_2_with_one_line_naming_it() {
         assert!(stderr.contains(expects), "{stderr}");
         assert!(stderr.contains(&format!("got {value:?}")), "{stderr}");
     }
+}
+
+#[test]
+fn environment_text_that_is_not_utf8_is_an_error_only_for_snapkeep_settings() {
+    use std::os::unix::ffi::OsStrExt;
+    let not_utf8 = std::ffi::OsStr::from_bytes(b"/tmp/\xff");
+
+    let output = snapkeep(&[])
+        .env("SNAPKEEP_DATA_DIR", not_utf8)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("SNAPKEEP_DATA_DIR must be UTF-8 text"),
+        "{stderr}"
+    );
+
+    // Another program's variable is none of snapkeep's business.
+    let output = snapkeep(&[("SNAPKEEP_RETAIN_LAST", "0")])
+        .env("OTHER_TOOL", not_utf8)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("SNAPKEEP_RETAIN_LAST"));
 }
 
 #[test]

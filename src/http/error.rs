@@ -29,6 +29,8 @@ pub enum ApiError {
     },
     /// A patch cannot apply: the latest snapshot on disk is not valid JSON.
     LatestNotJson,
+    /// A file that snapkeep did not make holds the session's name in the data directory.
+    SessionBlocked,
     /// The body ended early (the client hung up or the connection broke mid-upload).
     IncompleteBody,
     NotFound(&'static str),
@@ -84,6 +86,13 @@ impl ApiError {
                 "latest_not_json",
                 "The latest snapshot is not valid JSON (edited on disk?), so a patch cannot \
                  apply; POST a whole document instead."
+                    .into(),
+            ),
+            SessionBlocked => (
+                StatusCode::CONFLICT,
+                "session_blocked",
+                "A file that snapkeep did not make has this session's name in the data \
+                 directory; use another session id."
                     .into(),
             ),
             IncompleteBody => (
@@ -159,6 +168,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::NotFound("No such snapshot."),
             StoreError::PreconditionFailed { latest } => ApiError::PreconditionFailed { latest },
             StoreError::TooLarge { limit } => ApiError::BodyTooLarge { limit },
+            StoreError::SessionBlocked => ApiError::SessionBlocked,
             StoreError::LatestNotJson(err) => {
                 tracing::warn!(error = %err, "cannot patch: the latest snapshot is not JSON");
                 ApiError::LatestNotJson

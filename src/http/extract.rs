@@ -21,7 +21,7 @@ use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::{HeaderMap, HeaderName, header, request::Parts};
 use futures_util::TryStreamExt;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::IgnoredAny;
 use tokio::io::AsyncReadExt;
 use tokio_util::io::StreamReader;
 
@@ -294,16 +294,53 @@ fn is_json_or_text(content_type: &str) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
+/// Deepest nesting of arrays and objects accepted: what serde_json itself parses, so that every
+/// stored snapshot can also be patched.
+const MAX_DEPTH: usize = 127;
+
 /// Checks that `bytes` hold one complete JSON value, without building it in memory. Any value
-/// is fine: duplicate keys and numbers beyond f64 are stored as sent.
+/// is fine: duplicate keys, numbers beyond f64 and lone surrogate escapes (`"\ud83d"`, which
+/// `JSON.stringify` writes for a string cut inside an emoji) are stored as sent.
 fn check_json(bytes: &[u8]) -> Result<(), String> {
     let text = std::str::from_utf8(bytes).map_err(|err| {
         let (line, column) = position(&bytes[..err.valid_up_to()]);
         format!("The body is not valid UTF-8 (at line {line} column {column}).")
     })?;
-    serde_json::from_str::<AnyJson>(text)
-        .map(|_| ())
-        .map_err(|err| format!("The body is not valid JSON: {err}."))
+    // IgnoredAny checks the syntax without decoding strings or numbers.
+    serde_json::from_str::<IgnoredAny>(text)
+        .map_err(|err| format!("The body is not valid JSON: {err}."))?;
+    match too_deep_at(bytes) {
+        None => Ok(()),
+        Some(offset) => {
+            let (line, column) = position(&bytes[..=offset]);
+            Err(format!(
+                "The body is not valid JSON here: arrays and objects nest deeper than \
+                 {MAX_DEPTH} levels at line {line} column {column}."
+            ))
+        }
+    }
+}
+
+/// The offset of the first `[` or `{` nested deeper than [`MAX_DEPTH`], in syntactically
+/// valid JSON.
+fn too_deep_at(json: &[u8]) -> Option<usize> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (offset, &byte) in json.iter().enumerate() {
+        match (in_string, byte) {
+            (true, _) if escaped => escaped = false,
+            (true, b'\\') => escaped = true,
+            (true, b'"') | (false, b'"') => in_string = !in_string,
+            (false, b'[' | b'{') => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some(offset);
+                }
+            }
+            (false, b']' | b'}') => depth -= 1,
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Line and column (1-based, like serde_json's) just after `prefix`.
@@ -311,54 +348,6 @@ fn position(prefix: &[u8]) -> (usize, usize) {
     let line = 1 + prefix.iter().filter(|&&b| b == b'\n').count();
     let column = 1 + prefix.iter().rev().take_while(|&&b| b != b'\n').count();
     (line, column)
-}
-
-/// Accepts any JSON value and keeps nothing of it. Unlike `IgnoredAny`, it descends through
-/// `deserialize_any`, so serde_json's nesting limit applies and a pathological document is
-/// refused instead of being stored.
-struct AnyJson;
-
-impl<'de> Deserialize<'de> for AnyJson {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(AnyJsonVisitor)
-    }
-}
-
-struct AnyJsonVisitor;
-
-impl<'de> Visitor<'de> for AnyJsonVisitor {
-    type Value = AnyJson;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<AnyJson, E> {
-        Ok(AnyJson)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<AnyJson, E> {
-        Ok(AnyJson)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<AnyJson, E> {
-        Ok(AnyJson)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<AnyJson, E> {
-        Ok(AnyJson)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<AnyJson, E> {
-        Ok(AnyJson)
-    }
-    fn visit_unit<E>(self) -> Result<AnyJson, E> {
-        Ok(AnyJson)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AnyJson, A::Error> {
-        while seq.next_element::<AnyJson>()?.is_some() {}
-        Ok(AnyJson)
-    }
-    // serde_json's arbitrary-precision numbers also arrive here, as a one-entry map.
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AnyJson, A::Error> {
-        while map.next_entry::<IgnoredAny, AnyJson>()?.is_some() {}
-        Ok(AnyJson)
-    }
 }
 
 #[cfg(test)]
@@ -427,10 +416,29 @@ mod tests {
     }
 
     #[test]
-    fn nesting_beyond_serde_json_limit_is_refused() {
-        let deep = |n| format!("{}{}", "[".repeat(n), "]".repeat(n));
-        assert_eq!(check_json(deep(100).as_bytes()), Ok(()));
-        let err = check_json(deep(10_000).as_bytes()).unwrap_err();
-        assert!(err.contains("recursion limit exceeded"), "{err}");
+    fn nesting_is_limited_to_what_serde_json_parses() {
+        let deep = |n| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        let ok = deep(MAX_DEPTH);
+        assert_eq!(check_json(ok.as_bytes()), Ok(()));
+        assert!(serde_json::from_str::<serde_json::Value>(&ok).is_ok());
+        let objects = format!("{}1{}", "{\"a\":".repeat(MAX_DEPTH), "}".repeat(MAX_DEPTH));
+        assert_eq!(check_json(objects.as_bytes()), Ok(()));
+        let too_deep = deep(MAX_DEPTH + 1);
+        assert!(serde_json::from_str::<serde_json::Value>(&too_deep).is_err());
+        let err = check_json(too_deep.as_bytes()).unwrap_err();
+        assert!(
+            err.contains("deeper than 127 levels at line 1 column"),
+            "{err}"
+        );
+        assert!(check_json(deep(100_000).as_bytes()).is_err());
+        let brackets_in_strings = format!("[\"{}\", \"\\\"[\"]", "[".repeat(500));
+        assert_eq!(check_json(brackets_in_strings.as_bytes()), Ok(()));
+    }
+
+    #[test]
+    fn lone_surrogate_escapes_are_valid_json() {
+        assert_eq!(check_json(br#"{"s":"\ud83d"}"#), Ok(()));
+        assert_eq!(check_json(br#"["\udc00x", "\ud83d\ude00"]"#), Ok(()));
+        assert!(check_json(br#"{"s":"\uZZZZ"}"#).is_err());
     }
 }

@@ -39,7 +39,10 @@ impl App {
 pub fn router(app: AppState) -> Router {
     use handlers::*;
     let base = app.config.base_path.as_str();
-    let sessions = Router::new()
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route(base, get(status))
         .route(
             &format!("{base}/{{session}}"),
             get(list).post(save).patch(patch).delete(delete_session),
@@ -49,26 +52,26 @@ pub fn router(app: AppState) -> Router {
             &format!("{base}/{{session}}/{{id}}"),
             get(snapshot).delete(delete_snapshot),
         )
-        .route_layer(middleware::from_fn_with_state(app.clone(), require_enabled));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route(base, get(status))
-        .merge(sessions)
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(app.clone(), require_enabled))
         .layer(TraceLayer::new_for_http())
         .with_state(app)
 }
 
-/// `SNAPKEEP_ENABLED=false`: every session route answers 503 before anything else runs, so
-/// nothing on disk is read, created or touched.
+/// `SNAPKEEP_ENABLED=false`: everything under `{base}/` answers 503 before routing, so no
+/// method or path shape gets another answer, and nothing on disk is read, created or touched.
 async fn require_enabled(
     State(app): State<AppState>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if !app.config.enabled {
+    let under_base = request
+        .uri()
+        .path()
+        .strip_prefix(app.config.base_path.as_str())
+        .is_some_and(|rest| rest.starts_with('/'));
+    if under_base && !app.config.enabled {
         return Err(ApiError::Disabled);
     }
     Ok(next.run(request).await)

@@ -45,10 +45,11 @@ impl Disk {
         self.session_dir(session).join(snapshot_name(id))
     }
 
-    /// The session's snapshots in no particular order; an unknown session has none.
+    /// The session's snapshots in no particular order; an unknown session has none, and so
+    /// has a name taken by a file that is not a directory.
     pub fn entries(&self, session: &SessionId) -> io::Result<Vec<SnapshotInfo>> {
         let dir = match fs::read_dir(self.session_dir(session)) {
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) if no_session(&err) => return Ok(Vec::new()),
             other => other?,
         };
         let mut entries = Vec::new();
@@ -89,6 +90,10 @@ impl Disk {
     pub fn write(&self, session: &SessionId, id: &SnapshotId, bytes: &[u8]) -> io::Result<()> {
         let dir = self.session_dir(session);
         if !dir.is_dir() {
+            if dir.exists() {
+                // A file snapkeep did not make has the session's name: leave it alone.
+                return Err(io::ErrorKind::NotADirectory.into());
+            }
             fs::create_dir_all(&dir)?;
             if self.fsync {
                 atomic::sync_dir(&self.root)?;
@@ -107,7 +112,7 @@ impl Disk {
     pub fn remove_session(&self, session: &SessionId) -> io::Result<()> {
         let dir = self.session_dir(session);
         let items = match fs::read_dir(&dir) {
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(err) if no_session(&err) => return Ok(()),
             other => other?,
         };
         for item in items {
@@ -173,6 +178,15 @@ fn parse_temp_name(name: &str) -> Option<SnapshotId> {
 fn session_of(path: &Path) -> Option<SessionId> {
     let dir = path.parent()?.file_name()?.to_str()?;
     SessionId::parse(dir).ok()
+}
+
+/// Errors that mean "this session has no directory": it was never written, or its name is
+/// taken by a file that is not one.
+pub fn no_session(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
 }
 
 fn ignore_not_found(result: io::Result<()>) -> io::Result<()> {

@@ -1,5 +1,8 @@
-//! One async lock per session, so that writes (and deletes) to one session are serialized while
-//! different sessions proceed in parallel.
+//! One async read-write lock per session. Writes and deletes take it exclusively, so they are
+//! serialized per session while different sessions proceed in parallel. Listing and reading the
+//! latest take it shared: a directory listing taken while a write renames in the new snapshot
+//! and prunes the old one may show neither (readdir promises nothing about entries changed
+//! during the scan), so readers must not overlap a write.
 //!
 //! The registry holds `Weak` references: a session's mutex lives only while someone holds or
 //! waits for it, and dead entries are swept out as the map grows, so memory follows the number
@@ -8,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 use super::name::SessionId;
 
@@ -20,31 +23,36 @@ pub struct SessionLocks {
 
 #[derive(Debug, Default)]
 struct Registry {
-    locks: HashMap<SessionId, Weak<AsyncMutex<()>>>,
+    locks: HashMap<SessionId, Weak<RwLock<()>>>,
     /// Entries alive at the last sweep; the next sweep runs when the map has doubled.
     live_at_sweep: usize,
 }
 
 impl SessionLocks {
     /// Waits until this task is the only one working on `session`.
-    pub async fn lock(&self, session: &SessionId) -> OwnedMutexGuard<()> {
-        self.mutex_for(session).lock_owned().await
+    pub async fn write(&self, session: &SessionId) -> OwnedRwLockWriteGuard<()> {
+        self.lock_for(session).write_owned().await
     }
 
-    fn mutex_for(&self, session: &SessionId) -> Arc<AsyncMutex<()>> {
+    /// Waits until no one is writing to `session`; other readers may read at the same time.
+    pub async fn read(&self, session: &SessionId) -> OwnedRwLockReadGuard<()> {
+        self.lock_for(session).read_owned().await
+    }
+
+    fn lock_for(&self, session: &SessionId) -> Arc<RwLock<()>> {
         let mut registry = self.map.lock().expect("lock registry poisoned");
         if let Some(existing) = registry.locks.get(session).and_then(Weak::upgrade) {
             return existing;
         }
-        let mutex = Arc::new(AsyncMutex::new(()));
+        let lock = Arc::new(RwLock::new(()));
         registry
             .locks
-            .insert(session.clone(), Arc::downgrade(&mutex));
+            .insert(session.clone(), Arc::downgrade(&lock));
         if registry.locks.len() > 2 * registry.live_at_sweep.max(32) {
             registry.locks.retain(|_, weak| weak.strong_count() > 0);
             registry.live_at_sweep = registry.locks.len();
         }
-        mutex
+        lock
     }
 
     #[cfg(test)]
@@ -62,23 +70,53 @@ mod tests {
         SessionId::parse(&format!("s{n}")).unwrap()
     }
 
+    const SOON: Duration = Duration::from_millis(50);
+    const SURELY: Duration = Duration::from_secs(5);
+
     #[tokio::test]
-    async fn same_session_waits_other_sessions_do_not() {
+    async fn a_writer_excludes_its_session_only() {
         let locks = SessionLocks::default();
-        let held = locks.lock(&session(1)).await;
-        let other = tokio::time::timeout(Duration::from_secs(5), locks.lock(&session(2))).await;
+        let held = locks.write(&session(1)).await;
+        let other = tokio::time::timeout(SURELY, locks.write(&session(2))).await;
         assert!(other.is_ok(), "another session must not wait");
-        let same = tokio::time::timeout(Duration::from_millis(50), locks.lock(&session(1))).await;
-        assert!(same.is_err(), "the same session must wait");
+        assert!(
+            tokio::time::timeout(SOON, locks.write(&session(1)))
+                .await
+                .is_err()
+        );
+        assert!(
+            tokio::time::timeout(SOON, locks.read(&session(1)))
+                .await
+                .is_err()
+        );
         drop(held);
-        let _again = locks.lock(&session(1)).await;
+        let _again = tokio::time::timeout(SURELY, locks.write(&session(1)))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn readers_share_but_exclude_writers() {
+        let locks = SessionLocks::default();
+        let first = locks.read(&session(1)).await;
+        let second = tokio::time::timeout(SURELY, locks.read(&session(1))).await;
+        assert!(second.is_ok(), "readers do not wait for each other");
+        assert!(
+            tokio::time::timeout(SOON, locks.write(&session(1)))
+                .await
+                .is_err()
+        );
+        drop((first, second));
+        let _writer = tokio::time::timeout(SURELY, locks.write(&session(1)))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
     async fn released_sessions_are_swept_away() {
         let locks = SessionLocks::default();
         for n in 0..10_000 {
-            drop(locks.lock(&session(n)).await);
+            drop(locks.write(&session(n)).await);
         }
         assert!(
             locks.entries() <= 65,

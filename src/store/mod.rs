@@ -39,6 +39,9 @@ pub enum StoreError {
     /// A patched document came out larger than the snapshot size limit.
     #[error("the result would be larger than {limit} bytes")]
     TooLarge { limit: usize },
+    /// The session's name is taken in the data directory by a file snapkeep did not make.
+    #[error("the session's name is taken by a file that is not a directory")]
+    SessionBlocked,
     /// A patch cannot apply because the latest snapshot on disk is not valid JSON (edited by
     /// hand, say).
     #[error("the latest snapshot is not valid JSON: {0}")]
@@ -54,6 +57,7 @@ impl From<io::Error> for StoreError {
     fn from(err: io::Error) -> Self {
         match err.kind() {
             io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Self::StorageFull(err),
+            io::ErrorKind::NotADirectory => Self::SessionBlocked,
             _ => Self::Io(err),
         }
     }
@@ -183,7 +187,7 @@ impl Store {
             + Send
             + 'static,
     {
-        let guard = self.locks.lock(session).await;
+        let guard = self.locks.write(session).await;
         let (disk, session, retention) = (self.disk.clone(), session.clone(), self.retention);
         // The guard moves into the blocking task: if the client goes away and this future is
         // dropped, the lock is still held until the write has really finished.
@@ -204,8 +208,10 @@ impl Store {
 
     /// The session's snapshots, newest first; an unknown session has none.
     pub async fn list(&self, session: &SessionId) -> Result<Vec<SnapshotInfo>, StoreError> {
+        let guard = self.locks.read(session).await;
         let (disk, session) = (self.disk.clone(), session.clone());
         blocking(move || {
+            let _guard = guard;
             let mut entries = disk.entries(&session)?;
             entries.sort_unstable_by(|a, b| b.id.cmp(&a.id));
             Ok(entries)
@@ -215,16 +221,20 @@ impl Store {
 
     /// Opens one snapshot for streaming, after checking its content against its id's digest.
     pub async fn open(&self, session: &SessionId, which: Which) -> Result<Snapshot, StoreError> {
+        // Shared with other readers; held until the file is open (an open file stays readable
+        // even if a later write prunes it).
+        let guard = self.locks.read(session).await;
         let (disk, session) = (self.disk.clone(), session.clone());
         let (file, info, intact) = blocking(move || {
-            let id = match which {
-                Which::Id(id) => id,
-                Which::Latest => newest(&disk.entries(&session)?)
-                    .ok_or(StoreError::NotFound)?
-                    .id
-                    .clone(),
+            let _guard = guard;
+            let (mut file, info) = match which {
+                Which::Id(id) => {
+                    let (file, bytes) = disk.open(&session, &id).map_err(not_found)?;
+                    (file, SnapshotInfo { id, bytes })
+                }
+                Which::Latest => open_latest(&disk, &session)?,
             };
-            let (mut file, bytes) = disk.open(&session, &id).map_err(not_found)?;
+            let id = info.id.clone();
             // One extra sequential read (from the page cache, usually) buys a guarantee that
             // nothing edited or corrupted on disk is passed off as the snapshot that was saved.
             let intact = id.digest_matches(&sha256_hex_of(&mut file)?);
@@ -232,7 +242,7 @@ impl Store {
             if !intact {
                 tracing::warn!(%session, snapshot = %id, "snapshot content does not match its digest");
             }
-            Ok((file, SnapshotInfo { id, bytes }, intact))
+            Ok((file, info, intact))
         })
         .await?;
         let body = Box::pin(tokio::fs::File::from_std(file));
@@ -246,7 +256,7 @@ impl Store {
         id: &SnapshotId,
         precondition: Precondition,
     ) -> Result<(), StoreError> {
-        let guard = self.locks.lock(session).await;
+        let guard = self.locks.write(session).await;
         let (disk, session, id) = (self.disk.clone(), session.clone(), id.clone());
         blocking(move || {
             let _guard = guard;
@@ -268,7 +278,7 @@ impl Store {
         session: &SessionId,
         precondition: Precondition,
     ) -> Result<(), StoreError> {
-        let guard = self.locks.lock(session).await;
+        let guard = self.locks.write(session).await;
         let (disk, session) = (self.disk.clone(), session.clone());
         blocking(move || {
             let _guard = guard;
@@ -285,6 +295,17 @@ impl Store {
         })
         .await
     }
+}
+
+/// Opens the session's newest snapshot; call it holding the session's lock (at least shared).
+fn open_latest(
+    disk: &Disk,
+    session: &SessionId,
+) -> Result<(std::fs::File, SnapshotInfo), StoreError> {
+    let entries = disk.entries(session)?;
+    let id = newest(&entries).ok_or(StoreError::NotFound)?.id.clone();
+    let (file, bytes) = disk.open(session, &id).map_err(not_found)?;
+    Ok((file, SnapshotInfo { id, bytes }))
 }
 
 fn newest(entries: &[SnapshotInfo]) -> Option<&SnapshotInfo> {
@@ -314,7 +335,10 @@ fn save_locked(
             pruned: Vec::new(),
         });
     }
-    let id = SnapshotId::next(OffsetDateTime::now_utc(), newest.map(|e| &e.id), &sha256);
+    let previous = newest.map(|e| &e.id);
+    let id = SnapshotId::next(OffsetDateTime::now_utc(), previous, &sha256).ok_or_else(|| {
+        io::Error::other(format!("no snapshot id exists after {}", previous.unwrap()))
+    })?;
     disk.write(session, &id, content)?;
     let mut ids: Vec<SnapshotId> = entries.iter().map(|e| e.id.clone()).collect();
     ids.push(id.clone());
@@ -342,9 +366,9 @@ fn save_locked(
 }
 
 fn not_found(err: io::Error) -> StoreError {
-    match err.kind() {
-        io::ErrorKind::NotFound => StoreError::NotFound,
-        _ => err.into(),
+    match disk::no_session(&err) {
+        true => StoreError::NotFound,
+        false => err.into(),
     }
 }
 

@@ -89,11 +89,11 @@ impl FromStr for SessionId {
 /// use time::macros::datetime;
 ///
 /// let now = datetime!(2026-11-23 18:53:37.123456 UTC);
-/// let first = SnapshotId::next(now, None, &sha256_hex(b"{}"));
+/// let first = SnapshotId::next(now, None, &sha256_hex(b"{}")).unwrap();
 /// assert_eq!(first.to_string(), "20261123T185337.123456Z-44136fa355b3678a");
 ///
 /// // Two writes in the same microsecond still get increasing ids.
-/// let second = SnapshotId::next(now, Some(&first), &sha256_hex(b"[]"));
+/// let second = SnapshotId::next(now, Some(&first), &sha256_hex(b"[]")).unwrap();
 /// assert!(second > first);
 /// assert_eq!(SnapshotId::parse(&second.to_string()), Ok(second));
 /// ```
@@ -106,17 +106,25 @@ pub struct SnapshotId {
 impl SnapshotId {
     /// The id for new content written at `now`, strictly greater than `previous` (the session's
     /// newest id) even when the clock stands still or steps back: the time is then moved to one
-    /// microsecond after `previous`.
-    pub fn next(now: OffsetDateTime, previous: Option<&SnapshotId>, sha256_hex: &str) -> Self {
+    /// microsecond after `previous`. `None` only when `previous` is the last microsecond of
+    /// year 9999 (a file placed by hand), after which no id exists.
+    pub fn next(
+        now: OffsetDateTime,
+        previous: Option<&SnapshotId>,
+        sha256_hex: &str,
+    ) -> Option<Self> {
         let now = truncate_to_micros(now);
         let created = match previous {
-            Some(prev) if prev.created >= now => prev.created + Duration::microseconds(1),
+            Some(prev) if prev.created >= now => {
+                let later = prev.created.checked_add(Duration::microseconds(1))?;
+                (later.year() <= 9999).then_some(later)?
+            }
             _ => now,
         };
-        Self {
+        Some(Self {
             created,
             digest: sha256_hex[..DIGEST_LEN].to_owned(),
-        }
+        })
     }
 
     pub fn parse(text: &str) -> Result<Self, NameError> {
@@ -246,7 +254,7 @@ mod tests {
     #[test]
     fn next_id_uses_the_clock_and_the_digest() {
         let now = datetime!(2026-11-23 18:53:37.123456789 UTC);
-        let id = SnapshotId::next(now, None, HELLO);
+        let id = SnapshotId::next(now, None, HELLO).unwrap();
         assert_eq!(id.to_string(), "20261123T185337.123456Z-2cf24dba5fb0a30e");
         assert!(id.digest_matches(HELLO));
         assert!(!id.digest_matches(&sha256_hex(b"other")));
@@ -255,14 +263,22 @@ mod tests {
     #[test]
     fn next_id_is_strictly_greater_when_the_clock_stalls_or_steps_back() {
         let now = datetime!(2026-11-23 18:53:37.123456 UTC);
-        let first = SnapshotId::next(now, None, HELLO);
-        let same_instant = SnapshotId::next(now, Some(&first), HELLO);
-        let earlier = SnapshotId::next(now - Duration::hours(1), Some(&same_instant), HELLO);
+        let first = SnapshotId::next(now, None, HELLO).unwrap();
+        let same_instant = SnapshotId::next(now, Some(&first), HELLO).unwrap();
+        let earlier =
+            SnapshotId::next(now - Duration::hours(1), Some(&same_instant), HELLO).unwrap();
         assert!(first < same_instant && same_instant < earlier);
         assert_eq!(
             earlier.to_string(),
             "20261123T185337.123458Z-2cf24dba5fb0a30e"
         );
+    }
+
+    #[test]
+    fn there_is_no_id_after_the_end_of_year_9999() {
+        let last = SnapshotId::parse("99991231T235959.999999Z-0123456789abcdef").unwrap();
+        let now = datetime!(2026-11-23 18:53:37 UTC);
+        assert_eq!(SnapshotId::next(now, Some(&last), HELLO), None);
     }
 
     #[test]

@@ -80,6 +80,43 @@ async fn concurrent_identical_writes_store_one_snapshot() {
     assert_eq!(app.listed("same").await.len(), 1);
 }
 
+#[tokio::test]
+async fn sequential_writes_get_strictly_increasing_ids() {
+    let app = TestApp::with(&[("SNAPKEEP_RETAIN_LAST", "100")]).await;
+    let mut previous = String::new();
+    for n in 0..50 {
+        let id = app.save("seq", &format!("[{n}]")).await;
+        assert!(id > previous, "{id} after {previous}");
+        previous = id;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn latest_is_never_404_while_writes_prune_under_it() {
+    let app = TestApp::with(&[("SNAPKEEP_RETAIN_LAST", "1"), ("SNAPKEEP_FSYNC", "false")]).await;
+    app.save("busy", "[0]").await;
+    let url = app.url("/api/backup/busy/latest");
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (client, url) = (app.client.clone(), url.clone());
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                for _ in 0..150 {
+                    statuses.push(client.get(&url).send().await.unwrap().status().as_u16());
+                }
+                statuses
+            })
+        })
+        .collect();
+    for n in 1..=300 {
+        assert_eq!(app.post("busy", format!("[{n}]")).await.status(), 201);
+    }
+    for reader in readers {
+        let statuses = reader.await.unwrap();
+        assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    }
+}
+
 /// Runs futures concurrently on the runtime and collects their outputs in order.
 async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where

@@ -16,6 +16,10 @@ async fn every_session_route_is_503_and_nothing_is_created() {
         c.get(app.url(&format!("{BASE}/s/{ID}"))),
         c.delete(app.url(&format!("{BASE}/s/{ID}"))),
         c.delete(app.session_url("s")),
+        c.patch(app.session_url("s")).body("{}"),
+        c.put(app.session_url("s")).body("{}"),
+        c.get(app.url(&format!("{BASE}/s/{ID}/extra"))),
+        c.get(app.url(&format!("{BASE}/a%2fb"))),
     ];
     for request in requests {
         assert_error(request.send().await.unwrap(), 503, "disabled").await;

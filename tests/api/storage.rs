@@ -121,3 +121,47 @@ async fn a_restarted_server_serves_what_is_on_disk() {
     );
     assert!(third["id"].as_str().unwrap() > second.as_str());
 }
+
+#[tokio::test]
+async fn a_file_with_a_session_name_is_left_alone_and_is_no_500() {
+    let app = TestApp::spawn().await;
+    let readme = app.data_dir.join("README.md");
+    std::fs::write(&readme, "operator notes").unwrap();
+
+    assert!(app.listed("README.md").await.is_empty());
+    let latest = app.get(&format!("{BASE}/README.md/latest")).await;
+    assert_eq!(latest.status(), 404);
+    assert_eq!(
+        app.get(&format!("{BASE}/README.md/{ID}")).await.status(),
+        404
+    );
+    assert_eq!(
+        app.delete(&format!("{BASE}/README.md/{ID}")).await.status(),
+        404
+    );
+    assert_eq!(app.delete(&format!("{BASE}/README.md")).await.status(), 204);
+    let write = app.post("README.md", "{}").await;
+    crate::helpers::assert_error(write, 409, "session_blocked").await;
+    assert_eq!(std::fs::read_to_string(&readme).unwrap(), "operator notes");
+}
+
+#[tokio::test]
+async fn a_snapshot_dated_at_the_end_of_time_stops_writes_with_an_answer_not_a_panic() {
+    let app = TestApp::spawn().await;
+    app.save("s", "[1]").await;
+    let last = "99991231T235959.999999Z-0123456789abcdef";
+    std::fs::write(app.session_dir("s").join(format!("{last}.json")), "[0]").unwrap();
+
+    let response = app.post("s", "[2]").await;
+    crate::helpers::assert_error(response, 500, "internal").await;
+    assert_eq!(
+        app.listed("s").await.len(),
+        2,
+        "nothing written, nothing pruned"
+    );
+    assert_eq!(
+        app.get("/healthz").await.status(),
+        200,
+        "the server is still up"
+    );
+}

@@ -224,19 +224,29 @@ async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
         .map_err(|_| ApiError::BodyTimeout(timeout))?
 }
 
+/// The body's one content coding. Every `Content-Encoding` line counts (two lines mean the
+/// same as one with a comma), and only a single gzip layer is undone.
 fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
-    let Some(value) = headers.get(header::CONTENT_ENCODING) else {
-        return Ok(Encoding::Identity);
-    };
-    let value = value.to_str().unwrap_or_default().trim();
-    if value.eq_ignore_ascii_case("identity") {
-        Ok(Encoding::Identity)
-    } else if value.eq_ignore_ascii_case("gzip") || value.eq_ignore_ascii_case("x-gzip") {
-        Ok(Encoding::Gzip)
-    } else {
-        Err(ApiError::UnsupportedMediaType(format!(
-            "Content-Encoding {value:?} is not accepted: send the body as it is, or gzipped."
-        )))
+    let lines: Vec<&str> = headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("\u{0}"))
+        .collect();
+    let codings: Vec<&str> = lines
+        .iter()
+        .flat_map(|line| line.split(','))
+        .map(str::trim)
+        .filter(|coding| !coding.eq_ignore_ascii_case("identity"))
+        .collect();
+    match codings.as_slice() {
+        [] => Ok(Encoding::Identity),
+        [one] if one.eq_ignore_ascii_case("gzip") || one.eq_ignore_ascii_case("x-gzip") => {
+            Ok(Encoding::Gzip)
+        }
+        _ => Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Encoding {:?} is not accepted: send the body as it is, or gzipped once.",
+            lines.join(", ")
+        ))),
     }
 }
 

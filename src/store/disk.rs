@@ -86,21 +86,30 @@ impl Disk {
         fs::read(self.snapshot_path(session, id))
     }
 
-    /// Writes a new snapshot durably (see [`atomic`]), creating the session's directory first.
+    /// Writes a new snapshot durably (see [`atomic`]), creating the session's directory first
+    /// if needed; a directory made for a write that then fails is removed again.
     pub fn write(&self, session: &SessionId, id: &SnapshotId, bytes: &[u8]) -> io::Result<()> {
         let dir = self.session_dir(session);
-        if !dir.is_dir() {
+        let created = !dir.is_dir();
+        if created {
             if dir.exists() {
                 // A file snapkeep did not make has the session's name: leave it alone.
                 return Err(io::ErrorKind::NotADirectory.into());
             }
             fs::create_dir_all(&dir)?;
-            if self.fsync {
+        }
+        let write = || {
+            if created && self.fsync {
                 atomic::sync_dir(&self.root)?;
             }
+            let temp_name = format!(".{id}{TEMP_SUFFIX}");
+            atomic::write(&dir, &snapshot_name(id), &temp_name, bytes, self.fsync)
+        };
+        let written = write();
+        if written.is_err() && created {
+            let _ = fs::remove_dir(&dir);
         }
-        let temp_name = format!(".{id}{TEMP_SUFFIX}");
-        atomic::write(&dir, &snapshot_name(id), &temp_name, bytes, self.fsync)
+        written
     }
 
     pub fn remove(&self, session: &SessionId, id: &SnapshotId) -> io::Result<()> {

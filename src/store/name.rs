@@ -297,3 +297,69 @@ mod tests {
         assert_eq!(sha256_hex_of(&big[..]).unwrap(), sha256_hex(&big));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn allowed(c: char) -> bool {
+        c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+    }
+
+    /// Any moment from 1970 to 9999, to the microsecond.
+    fn moment() -> impl Strategy<Value = OffsetDateTime> {
+        (0i64..253_402_300_799, 0u32..1_000_000).prop_map(|(secs, micros)| {
+            OffsetDateTime::from_unix_timestamp(secs).unwrap()
+                + Duration::microseconds(micros.into())
+        })
+    }
+
+    fn digest() -> impl Strategy<Value = String> {
+        "[0-9a-f]{64}"
+    }
+
+    proptest! {
+        #[test]
+        fn session_parse_accepts_exactly_the_allow_list(text in "\\PC{0,140}|[A-Za-z0-9._-]{0,140}") {
+            let expected = (1..=MAX_SESSION_LEN).contains(&text.len())
+                && text.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+                && text.chars().all(allowed);
+            prop_assert_eq!(SessionId::parse(&text).is_ok(), expected);
+            if let Ok(session) = SessionId::parse(&text) {
+                prop_assert_eq!(session.as_str(), text.as_str());
+            }
+        }
+
+        #[test]
+        fn ids_round_trip_and_sort_as_text_and_as_values(
+            a in moment(), b in moment(), da in digest(), db in digest()
+        ) {
+            let (x, y) = (SnapshotId::next(a, None, &da).unwrap(), SnapshotId::next(b, None, &db).unwrap());
+            prop_assert_eq!(SnapshotId::parse(&x.to_string()).unwrap(), x.clone());
+            prop_assert_eq!(x.cmp(&y), x.to_string().cmp(&y.to_string()));
+            if a < b && truncate_to_micros(a) < truncate_to_micros(b) {
+                prop_assert!(x < y);
+            }
+        }
+
+        #[test]
+        fn next_ids_strictly_increase_whatever_the_clock_does(
+            start in moment(),
+            steps in prop::collection::vec(-5_000_000i64..5_000_000, 1..60),
+            digests in prop::collection::vec(digest(), 60),
+        ) {
+            let mut now = start;
+            let mut previous: Option<SnapshotId> = None;
+            for (step, digest) in steps.iter().zip(&digests) {
+                // The clock jumps back and forth, or stands still (step 0).
+                now = now.checked_add(Duration::microseconds(*step)).unwrap_or(now);
+                let id = SnapshotId::next(now, previous.as_ref(), digest).unwrap();
+                if let Some(previous) = &previous {
+                    prop_assert!(&id > previous, "{} after {}", id, previous);
+                }
+                previous = Some(id);
+            }
+        }
+    }
+}

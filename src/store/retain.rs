@@ -73,3 +73,52 @@ mod tests {
         assert!(!pruned.contains(&id(6)));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A set of distinct ids, in random order.
+    fn ids() -> impl Strategy<Value = Vec<SnapshotId>> {
+        prop::collection::btree_set((0u32..1_000_000, "[0-9a-f]{16}"), 0..80).prop_map(|set| {
+            set.into_iter()
+                .map(|(n, digest)| {
+                    let (day, rest) = (n / 86_400 % 28 + 1, n % 86_400);
+                    let text = format!(
+                        "202611{day:02}T{:02}{:02}{:02}.000000Z-{digest}",
+                        rest / 3600,
+                        rest / 60 % 60,
+                        rest % 60
+                    );
+                    SnapshotId::parse(&text).unwrap()
+                })
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .rev()
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn keeps_exactly_the_newest_n(ids in ids(), n in 1usize..20) {
+            let policy = Retention { last: NonZeroUsize::new(n).unwrap() };
+            let pruned = to_prune(&ids, &policy);
+            let mut sorted = ids.clone();
+            sorted.sort();
+            let kept: Vec<_> = sorted.iter().filter(|id| !pruned.contains(id)).collect();
+
+            prop_assert_eq!(kept.len(), ids.len().min(n));
+            prop_assert_eq!(pruned.len() + kept.len(), ids.len());
+            if let Some(newest) = sorted.last() {
+                prop_assert!(!pruned.contains(newest), "the newest is never pruned");
+            }
+            // Everything pruned is older than everything kept, and listed oldest first.
+            if let (Some(last_pruned), Some(first_kept)) = (pruned.last(), kept.first()) {
+                prop_assert!(last_pruned < *first_kept);
+            }
+            prop_assert!(pruned.windows(2).all(|w| w[0] < w[1]));
+        }
+    }
+}

@@ -238,6 +238,88 @@ async fn sigterm_stops_gracefully_and_a_restart_serves_the_same_snapshots() {
     assert_eq!(latest.text().await.unwrap(), "{\"n\":2}");
 }
 
+/// Sends the head and the first half of a POST, so that the request is in flight.
+fn start_upload(server: &Server, body: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    let head = format!(
+        "POST {BASE}/slow HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream
+        .write_all(&body.as_bytes()[..body.len() / 2])
+        .unwrap();
+    stream
+}
+
+/// Waits until the server has read a request head (it logs one span per request at debug).
+fn wait_for_log(server: &Server, needle: &str) {
+    for _ in 0..200 {
+        if server.log_text().contains(needle) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("no {needle:?} in the log: {}", server.log_text());
+}
+
+#[test]
+fn sigterm_lets_an_upload_in_flight_finish_and_keeps_it() {
+    use std::io::{Read, Write};
+    let data = tempfile::tempdir().unwrap();
+    let mut server = Server::start(data.path(), &[("SNAPKEEP_LOG", "info,tower_http=debug")]);
+    let body = format!("{{\"slow\":\"{}\"}}", "s".repeat(10_000));
+    let mut upload = start_upload(&server, &body);
+    wait_for_log(&server, "started processing request");
+
+    server.signal(Signal::SIGTERM);
+    wait_for_log(&server, "shutting down");
+    // New connections are refused once the stop has begun...
+    assert!(std::net::TcpStream::connect(server.addr).is_err());
+    // ...but the request in flight completes and is acknowledged.
+    upload
+        .write_all(&body.as_bytes()[body.len() / 2..])
+        .unwrap();
+    let mut answer = String::new();
+    upload.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    assert_eq!(server.wait().code(), Some(0), "{}", server.log_text());
+
+    let files: Vec<_> = std::fs::read_dir(data.path().join("slow"))
+        .unwrap()
+        .collect();
+    assert_eq!(files.len(), 1);
+    let stored = std::fs::read_to_string(files[0].as_ref().unwrap().path()).unwrap();
+    assert_eq!(stored, body);
+}
+
+#[test]
+fn sigterm_does_not_wait_past_the_shutdown_timeout_for_a_stalled_upload() {
+    let data = tempfile::tempdir().unwrap();
+    let vars = [
+        ("SNAPKEEP_LOG", "info,tower_http=debug"),
+        ("SNAPKEEP_SHUTDOWN_TIMEOUT", "1s"),
+        ("SNAPKEEP_BODY_TIMEOUT", "1h"),
+    ];
+    let mut server = Server::start(data.path(), &vars);
+    let _stalled = start_upload(&server, "[\"never finished\"]");
+    wait_for_log(&server, "started processing request");
+
+    server.signal(Signal::SIGTERM);
+    // wait() allows 10 s; the shutdown timeout is 1 s and the body timeout an hour.
+    assert_eq!(server.wait().code(), Some(0), "{}", server.log_text());
+    assert!(
+        server
+            .log_text()
+            .contains("stopped with requests still in flight")
+    );
+    let session = data.path().join("slow");
+    let leftovers = std::fs::read_dir(&session).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(leftovers, 0, "nothing half-written is left");
+}
+
 #[test]
 fn healthcheck_exits_0_when_the_server_answers_and_1_when_not() {
     let data = tempfile::tempdir().unwrap();
@@ -272,7 +354,9 @@ fn healthcheck_exits_0_when_the_server_answers_and_1_when_not() {
 /// files and serves them all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_during_writes_loses_no_acknowledged_snapshot() {
-    for round in 0..4 {
+    const ROUNDS: usize = 10;
+    let (mut total_acknowledged, mut total_leftover_temps) = (0, 0);
+    for round in 0..ROUNDS {
         let data = tempfile::tempdir().unwrap();
         let vars = [("SNAPKEEP_RETAIN_LAST", "100000")];
         let mut server = Server::start(data.path(), &vars);
@@ -321,6 +405,17 @@ async fn sigkill_during_writes_loses_no_acknowledged_snapshot() {
             );
         }
 
+        total_acknowledged += acknowledged.len();
+        total_leftover_temps += std::fs::read_dir(&session)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".tmp")
+            })
+            .count();
         let server = Server::start(data.path(), &vars);
         let leftovers: Vec<_> = std::fs::read_dir(&session)
             .unwrap()

@@ -436,6 +436,12 @@ async fn sigkill_during_writes_loses_no_acknowledged_snapshot() {
             );
         }
     }
+    // Figures for the record: cargo test --test process sigkill -- --nocapture
+    println!(
+        "SIGKILL during writes, {ROUNDS} rounds: {total_acknowledged} acknowledged, \
+         {total_acknowledged} present byte for byte, {total_leftover_temps} temp files left by \
+         the kills, 0 after restart"
+    );
 }
 
 async fn write_until_refused(

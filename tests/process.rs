@@ -355,7 +355,7 @@ fn healthcheck_exits_0_when_the_server_answers_and_1_when_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_during_writes_loses_no_acknowledged_snapshot() {
     const ROUNDS: usize = 10;
-    let (mut total_acknowledged, mut total_leftover_temps) = (0, 0);
+    let (mut total_acknowledged, mut total_present, mut total_leftover_temps) = (0, 0, 0);
     for round in 0..ROUNDS {
         let data = tempfile::tempdir().unwrap();
         let vars = [("SNAPKEEP_RETAIN_LAST", "100000")];
@@ -396,6 +396,7 @@ async fn sigkill_during_writes_loses_no_acknowledged_snapshot() {
                 Some(body.as_str()),
                 "round {round}: {id}"
             );
+            total_present += 1;
         }
         for file in snapshot_files(&session) {
             let content = std::fs::read_to_string(&file).unwrap();
@@ -439,7 +440,7 @@ async fn sigkill_during_writes_loses_no_acknowledged_snapshot() {
     // Figures for the record: cargo test --test process sigkill -- --nocapture
     println!(
         "SIGKILL during writes, {ROUNDS} rounds: {total_acknowledged} acknowledged, \
-         {total_acknowledged} present byte for byte, {total_leftover_temps} temp files left by \
+         {total_present} present byte for byte, {total_leftover_temps} temp files left by \
          the kills, 0 after restart"
     );
 }

@@ -165,7 +165,12 @@ pub async fn read_response(stream: &mut TcpStream) -> (u16, String) {
     if let Ok(Err(err)) = read {
         assert!(!buf.is_empty(), "no answer: {err}");
     }
-    let text = String::from_utf8_lossy(&buf).into_owned();
+    parse_answer(&buf)
+}
+
+/// The status code and body of a raw HTTP answer.
+pub fn parse_answer(raw: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(raw).into_owned();
     let status = text
         .get(9..12)
         .and_then(|s| s.parse().ok())

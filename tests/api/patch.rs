@@ -8,32 +8,18 @@ use crate::helpers::{BASE, TestApp, assert_error, json};
 
 const MERGE_PATCH: &str = "application/merge-patch+json";
 
-/// Every example of RFC 7396 Appendix A, in order: (target, patch, result).
-const RFC_7396_EXAMPLES: [(&str, &str, &str); 15] = [
-    (r#"{"a":"b"}"#, r#"{"a":"c"}"#, r#"{"a":"c"}"#),
-    (r#"{"a":"b"}"#, r#"{"b":"c"}"#, r#"{"a":"b","b":"c"}"#),
-    (r#"{"a":"b"}"#, r#"{"a":null}"#, r#"{}"#),
-    (r#"{"a":"b","b":"c"}"#, r#"{"a":null}"#, r#"{"b":"c"}"#),
-    (r#"{"a":["b"]}"#, r#"{"a":"c"}"#, r#"{"a":"c"}"#),
-    (r#"{"a":"c"}"#, r#"{"a":["b"]}"#, r#"{"a":["b"]}"#),
-    (
-        r#"{"a":{"b":"c"}}"#,
-        r#"{"a":{"b":"d","c":null}}"#,
-        r#"{"a":{"b":"d"}}"#,
-    ),
-    (r#"{"a":[{"b":"c"}]}"#, r#"{"a":[1]}"#, r#"{"a":[1]}"#),
-    (r#"["a","b"]"#, r#"["c","d"]"#, r#"["c","d"]"#),
-    (r#"{"a":"b"}"#, r#"["c"]"#, r#"["c"]"#),
-    (r#"{"a":"foo"}"#, r#"null"#, r#"null"#),
-    (r#"{"a":"foo"}"#, r#""bar""#, r#""bar""#),
-    (r#"{"e":null}"#, r#"{"a":1}"#, r#"{"e":null,"a":1}"#),
-    (r#"[1,2]"#, r#"{"a":"b","c":null}"#, r#"{"a":"b"}"#),
-    (
-        r#"{}"#,
-        r#"{"a":{"bb":{"ccc":null}}}"#,
-        r#"{"a":{"bb":{}}}"#,
-    ),
-];
+/// Every example of RFC 7396 Appendix A, in order, as compact JSON text: (target, patch,
+/// result). The same file drives the unit tests of `src/merge_patch.rs`.
+fn rfc_7396_examples() -> Vec<(String, String, String)> {
+    let examples: Vec<Value> =
+        serde_json::from_str(include_str!("../data/rfc7396-appendix-a.json")).unwrap();
+    assert_eq!(examples.len(), 15, "Appendix A has 15 examples");
+    let text = |example: &Value, key: &str| example[key].to_string();
+    examples
+        .iter()
+        .map(|e| (text(e, "target"), text(e, "patch"), text(e, "result")))
+        .collect()
+}
 
 /// PATCHes `patch` as `application/merge-patch+json`.
 async fn patch(app: &TestApp, session: &str, patch: &str) -> reqwest::Response {
@@ -67,16 +53,16 @@ fn compact(text: &str) -> String {
 #[tokio::test]
 async fn every_example_of_rfc_7396_appendix_a_works_over_http() {
     let app = TestApp::spawn().await;
-    for (n, (target, merge, result)) in RFC_7396_EXAMPLES.into_iter().enumerate() {
+    for (n, (target, merge, result)) in rfc_7396_examples().into_iter().enumerate() {
         let session = format!("rfc-{n}");
-        app.save(&session, target).await;
+        app.save(&session, &target).await;
 
-        let response = patch(&app, &session, merge).await;
+        let response = patch(&app, &session, &merge).await;
 
         assert_eq!(response.status(), 201, "{target} + {merge}");
         assert_eq!(
             latest(&app, &session).await,
-            compact(result),
+            compact(&result),
             "{target} + {merge}"
         );
     }

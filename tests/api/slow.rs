@@ -8,7 +8,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 
-use crate::helpers::{BASE, TestApp, json};
+use crate::helpers::{BASE, TestApp, json, parse_answer};
 
 /// How long a server configured with a 1 s timeout may take to act on it on a noisy machine.
 const BOUND: Duration = Duration::from_secs(10);
@@ -61,17 +61,6 @@ async fn read_one_response(stream: &mut TcpStream) -> String {
         }
     };
     timeout(BOUND, read).await.expect("a response within 10 s")
-}
-
-/// The status code and body of a raw HTTP answer.
-fn parse_answer(raw: &[u8]) -> (u16, String) {
-    let text = String::from_utf8_lossy(raw).into_owned();
-    let status = text
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, body.to_owned())
 }
 
 /// A client without `app.client`'s pooled keep-alive connection, so that each request needs a

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`config`]: `SNAPKEEP_*` variables -> a validated [`config::Config`].
+//! - [`auth`]: the operator token and per-session tokens (pure).
 //! - [`server`]: binds nothing itself; serves a router on a given listener until shutdown.
 //! - [`http`]: the route table, extractors, handlers and the one error type of the API.
 //! - [`store`]: snapshots on disk: names, atomic writes, dedup, retention. No HTTP in here.
@@ -13,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod http;

@@ -13,6 +13,7 @@
 //! (Slow bodies are bounded per request by `SNAPKEEP_BODY_TIMEOUT`, in `http/extract.rs`.)
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +25,10 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::http::{self, AppState};
+use tower::ServiceExt;
+
+use crate::auth::Keys;
+use crate::http::{self, AppState, PeerAddr};
 
 /// Prepares the store (data directory, leftover temp files) and serves `app` on `listener`
 /// until `shutdown` completes.
@@ -47,16 +51,24 @@ pub async fn serve(
     } else {
         tracing::warn!("backups are disabled (SNAPKEEP_ENABLED=false): session routes answer 503");
     }
+    let address = listener.local_addr()?;
     tracing::info!(
-        "listening on http://{}{} with data in {}",
-        listener.local_addr()?,
+        "listening on http://{address}{} with data in {}",
         config.base_path,
         config.data_dir.display()
     );
+    if !address.ip().is_loopback() && !Keys::new(&config.access).required() {
+        tracing::warn!(
+            "{address} is reachable from other machines and neither SNAPKEEP_TOKEN nor \
+             SNAPKEEP_SIGNING_KEY is set: anyone who can reach it can read, overwrite and delete \
+             every session"
+        );
+    }
+    spawn_housekeeping(&app);
 
     let (header_timeout, shutdown_timeout) = (config.header_timeout, config.shutdown_timeout);
     let permits = Arc::new(Semaphore::new(config.max_connections));
-    let service = TowerToHyperService::new(http::router(app.clone()));
+    let router = http::router(app.clone());
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -69,12 +81,19 @@ pub async fn serve(
             _ = &mut shutdown => break,
             accepted = accept(&listener, &permits) => accepted,
         };
-        let Some((stream, permit)) = accepted else {
+        let Some((stream, peer, permit)) = accepted else {
             continue;
         };
+        let service = router
+            .clone()
+            .map_request(move |mut request: axum::extract::Request<_>| {
+                request.extensions_mut().insert(PeerAddr(peer));
+                request
+            });
+        let service = TowerToHyperService::new(service);
         // Without TCP_NODELAY a keep-alive client waits ~40 ms (Nagle + delayed ACK) per answer.
         let _ = stream.set_nodelay(true);
-        let connection = builder.serve_connection(TokioIo::new(stream), service.clone());
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(err) = connection.await {
@@ -100,16 +119,35 @@ pub async fn serve(
 async fn accept(
     listener: &TcpListener,
     permits: &Arc<Semaphore>,
-) -> Option<(tokio::net::TcpStream, tokio::sync::OwnedSemaphorePermit)> {
+) -> Option<(
+    tokio::net::TcpStream,
+    SocketAddr,
+    tokio::sync::OwnedSemaphorePermit,
+)> {
     let permit = permits.clone().acquire_owned().await.expect("never closed");
     match listener.accept().await {
-        Ok((stream, _peer)) => Some((stream, permit)),
+        Ok((stream, peer)) => Some((stream, peer, permit)),
         Err(err) => {
             tracing::warn!(error = %err, "accept failed");
             tokio::time::sleep(Duration::from_millis(100)).await;
             None
         }
     }
+}
+
+/// Once a minute: forget rate-limit buckets that are full again. The task ends with the app.
+fn spawn_housekeeping(app: &AppState) {
+    let app = Arc::downgrade(app);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let Some(app) = app.upgrade() else { return };
+            if let Some(limiters) = &app.limiters {
+                limiters.forget_idle();
+            }
+        }
+    });
 }
 
 /// Completes on Ctrl-C or SIGTERM (what `docker stop` sends).

@@ -8,8 +8,9 @@
 mod parse;
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -17,6 +18,9 @@ use serde::Deserialize;
 
 use self::parse::*;
 
+use ipnet::IpNet;
+
+use crate::store::Quotas;
 use crate::store::retain::Retention;
 
 /// The validated settings of one run.
@@ -41,6 +45,61 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Connections served at once; more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Who may call the API, and from which web origins.
+    pub access: Access,
+    /// Requests per second per client address and per session; `None`: no limit.
+    pub rate_limit: Option<RateLimit>,
+    pub quotas: Quotas,
+}
+
+/// Who may call the API. With neither token nor signing key, anyone who can reach the port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// `SNAPKEEP_TOKEN`: reaches every route under the base path.
+    pub operator_token: Option<Secret>,
+    /// `SNAPKEEP_SIGNING_KEY`: verifies per-session tokens minted by the app's backend.
+    pub signing_key: Option<Secret>,
+    /// Writes and deletes answer 503 `read_only`; reads keep working.
+    pub read_only: bool,
+    pub cors_origins: CorsOrigins,
+    /// Peers whose `X-Forwarded-For` names the real client.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// Web origins allowed to call the API from a browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// No CORS headers at all (same-origin use, or behind the app's own proxy).
+    None,
+    Any,
+    List(Vec<String>),
+}
+
+/// A token bucket's refill rate and size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+/// A token or key. Its `Debug` never shows the value, so it cannot leak into a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 /// A setting that cannot be used, with the sentence that says why.
@@ -63,6 +122,18 @@ struct Raw {
     body_timeout: Option<String>,
     shutdown_timeout: Option<String>,
     max_connections: Option<String>,
+    token: Option<String>,
+    token_file: Option<String>,
+    signing_key: Option<String>,
+    signing_key_file: Option<String>,
+    read_only: Option<String>,
+    cors_origins: Option<String>,
+    trusted_proxies: Option<String>,
+    rate_limit: Option<String>,
+    rate_burst: Option<String>,
+    max_session_bytes: Option<String>,
+    max_sessions: Option<String>,
+    max_total_bytes: Option<String>,
     /// Every other `SNAPKEEP_*` variable, most likely a typo; reported as a warning.
     #[serde(flatten)]
     unknown: BTreeMap<String, String>,
@@ -122,7 +193,42 @@ impl Raw {
             body_timeout: duration(&self.body_timeout, "BODY_TIMEOUT", "30s")?,
             shutdown_timeout: duration(&self.shutdown_timeout, "SHUTDOWN_TIMEOUT", "10s")?,
             max_connections: number(&self.max_connections, "MAX_CONNECTIONS", 512, 1)?,
+            access: Access {
+                operator_token: secret(&self.token, &self.token_file, "TOKEN")?,
+                signing_key: secret(&self.signing_key, &self.signing_key_file, "SIGNING_KEY")?,
+                read_only: boolean(&self.read_only, "READ_ONLY", false)?,
+                cors_origins: origins(&self.cors_origins)?,
+                trusted_proxies: networks(&self.trusted_proxies, "TRUSTED_PROXIES")?,
+            },
+            rate_limit: self.rate_limit()?,
+            quotas: Quotas {
+                session_bytes: optional_number(&self.max_session_bytes, "MAX_SESSION_BYTES", 1)?,
+                sessions: optional_number(&self.max_sessions, "MAX_SESSIONS", 1)?,
+                total_bytes: optional_number(&self.max_total_bytes, "MAX_TOTAL_BYTES", 1)?,
+            },
         })
+    }
+
+    /// `RATE_LIMIT` per second, with a bucket of `RATE_BURST` (default: one second's worth).
+    fn rate_limit(&self) -> Result<Option<RateLimit>, ConfigError> {
+        let per_second = optional_number(&self.rate_limit, "RATE_LIMIT", 1)?;
+        let burst = optional_number(&self.rate_burst, "RATE_BURST", 1)?;
+        let fits = |n: u64, name: &str| {
+            u32::try_from(n)
+                .ok()
+                .and_then(NonZeroU32::new)
+                .ok_or_else(|| ConfigError(format!("{PREFIX}{name} is too large, got {n}")))
+        };
+        match (per_second, burst) {
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err(ConfigError(format!(
+                "{PREFIX}RATE_BURST needs {PREFIX}RATE_LIMIT (requests per second) to be set"
+            ))),
+            (Some(rate), burst) => Ok(Some(RateLimit {
+                per_second: fits(rate, "RATE_LIMIT")?,
+                burst: fits(burst.unwrap_or(rate), "RATE_BURST")?,
+            })),
+        }
     }
 }
 
@@ -217,6 +323,103 @@ mod tests {
             assert!(message.ends_with(&format!("got {value:?}")), "{message}");
             assert!(!message.contains('\n'));
         }
+    }
+
+    const TOKEN: &str = "operator-token-0123456789";
+
+    #[test]
+    fn access_and_limits_are_off_by_default() {
+        let (c, _) = config(&[]).unwrap();
+        assert_eq!(c.access.operator_token, None);
+        assert_eq!(c.access.signing_key, None);
+        assert!(!c.access.read_only);
+        assert_eq!(c.access.cors_origins, CorsOrigins::None);
+        assert!(c.access.trusted_proxies.is_empty());
+        assert_eq!(c.rate_limit, None);
+        assert_eq!(c.quotas, Quotas::default());
+    }
+
+    #[test]
+    fn access_and_limits_are_read() {
+        let (c, _) = config(&[
+            ("SNAPKEEP_TOKEN", TOKEN),
+            ("SNAPKEEP_SIGNING_KEY", "signing-key-0123456789abcdef"),
+            ("SNAPKEEP_READ_ONLY", "true"),
+            (
+                "SNAPKEEP_CORS_ORIGINS",
+                "https://app.example.com, http://localhost:5173",
+            ),
+            ("SNAPKEEP_TRUSTED_PROXIES", "127.0.0.1,10.0.0.0/8,::1"),
+            ("SNAPKEEP_RATE_LIMIT", "5"),
+            ("SNAPKEEP_MAX_SESSION_BYTES", "1000"),
+            ("SNAPKEEP_MAX_SESSIONS", "3"),
+            ("SNAPKEEP_MAX_TOTAL_BYTES", "5000"),
+        ])
+        .unwrap();
+        assert_eq!(c.access.operator_token.unwrap().expose(), TOKEN);
+        assert!(c.access.signing_key.is_some() && c.access.read_only);
+        let origins = vec![
+            "https://app.example.com".into(),
+            "http://localhost:5173".into(),
+        ];
+        assert_eq!(c.access.cors_origins, CorsOrigins::List(origins));
+        assert_eq!(c.access.trusted_proxies.len(), 3);
+        let rate = c.rate_limit.unwrap();
+        assert_eq!((rate.per_second.get(), rate.burst.get()), (5, 5));
+        assert_eq!(
+            c.quotas,
+            Quotas {
+                session_bytes: Some(1000),
+                sessions: Some(3),
+                total_bytes: Some(5000)
+            }
+        );
+        let (c, _) = config(&[("SNAPKEEP_CORS_ORIGINS", "*")]).unwrap();
+        assert_eq!(c.access.cors_origins, CorsOrigins::Any);
+    }
+
+    #[test]
+    fn a_token_can_come_from_a_file_and_never_shows_in_debug() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+        let path = file.display().to_string();
+        let (c, _) = config(&[("SNAPKEEP_TOKEN_FILE", &path)]).unwrap();
+        assert_eq!(c.access.operator_token.as_ref().unwrap().expose(), TOKEN);
+        assert!(!format!("{c:?}").contains(TOKEN), "Debug shows the secret");
+
+        let both = error(&[("SNAPKEEP_TOKEN", TOKEN), ("SNAPKEEP_TOKEN_FILE", &path)]);
+        assert!(both.contains("both set"), "{both}");
+        let missing = error(&[("SNAPKEEP_TOKEN_FILE", "/nonexistent/token")]);
+        assert!(
+            missing.starts_with("SNAPKEEP_TOKEN_FILE must be a readable file"),
+            "{missing}"
+        );
+        let short = error(&[("SNAPKEEP_SIGNING_KEY", "short")]);
+        assert!(
+            short.contains("at least 16") && !short.contains("short\""),
+            "{short}"
+        );
+    }
+
+    #[test]
+    fn bad_access_and_limit_values_are_refused() {
+        for (name, value) in [
+            ("SNAPKEEP_CORS_ORIGINS", "app.example.com"),
+            ("SNAPKEEP_CORS_ORIGINS", "https://app.example.com/path"),
+            ("SNAPKEEP_TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("SNAPKEEP_RATE_LIMIT", "0"),
+            ("SNAPKEEP_MAX_SESSIONS", "none"),
+            ("SNAPKEEP_READ_ONLY", "sometimes"),
+        ] {
+            let message = error(&[(name, value)]);
+            assert!(
+                message.starts_with(&format!("{name} must be ")),
+                "{message}"
+            );
+        }
+        let burst = error(&[("SNAPKEEP_RATE_BURST", "10")]);
+        assert!(burst.contains("needs SNAPKEEP_RATE_LIMIT"), "{burst}");
     }
 
     #[test]

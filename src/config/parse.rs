@@ -1,11 +1,13 @@
 //! Parsers for the text of one setting each: a typed value, or a [`ConfigError`] whose
 //! sentence names the variable, what it expects and what it got.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{ConfigError, PREFIX};
+use ipnet::IpNet;
+
+use super::{ConfigError, CorsOrigins, PREFIX, Secret};
 
 pub(super) fn invalid(name: &str, expects: &str, got: &str) -> ConfigError {
     ConfigError(format!("{PREFIX}{name} must be {expects}, got {got:?}"))
@@ -118,4 +120,113 @@ pub(super) fn log_filter(value: &Option<String>) -> Result<String, ConfigError> 
             text,
         )),
     }
+}
+
+/// An optional whole number (`None` when unset): a limit that is off by default.
+pub(super) fn optional_number(
+    value: &Option<String>,
+    name: &str,
+    min: u64,
+) -> Result<Option<u64>, ConfigError> {
+    let Some(text) = value else {
+        return Ok(None);
+    };
+    match text.trim().parse::<u64>() {
+        Ok(n) if n >= min => Ok(Some(n)),
+        _ => Err(invalid(
+            name,
+            &format!("a whole number of at least {min}"),
+            text,
+        )),
+    }
+}
+
+/// A secret given inline (`SNAPKEEP_<NAME>`) or in a file (`SNAPKEEP_<NAME>_FILE`, as docker
+/// secrets are mounted), not both. A file's trailing newline is not part of the secret.
+pub(super) fn secret(
+    inline: &Option<String>,
+    file: &Option<String>,
+    name: &str,
+) -> Result<Option<Secret>, ConfigError> {
+    let text = match (inline, file) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(ConfigError(format!(
+                "{PREFIX}{name} and {PREFIX}{name}_FILE are both set: set one of them"
+            )));
+        }
+        (Some(text), None) => text.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|err| {
+                invalid(
+                    &format!("{name}_FILE"),
+                    &format!("a readable file ({err})"),
+                    path,
+                )
+            })?
+            .trim_end_matches(['\r', '\n'])
+            .to_owned(),
+    };
+    // Never echo a secret, not even a bad one.
+    match text.trim().len() >= 16 && !text.contains(char::is_whitespace) {
+        true => Ok(Some(Secret(text))),
+        false => Err(ConfigError(format!(
+            "{PREFIX}{name} must be at least 16 characters without spaces (the value is not shown)"
+        ))),
+    }
+}
+
+/// `*`, or a comma-separated list of origins such as `https://app.example.com`.
+pub(super) fn origins(value: &Option<String>) -> Result<CorsOrigins, ConfigError> {
+    let Some(text) = value else {
+        return Ok(CorsOrigins::None);
+    };
+    if text.trim() == "*" {
+        return Ok(CorsOrigins::Any);
+    }
+    let origin_ok = |o: &&str| {
+        let rest = o
+            .strip_prefix("https://")
+            .or_else(|| o.strip_prefix("http://"));
+        rest.is_some_and(|host| {
+            !host.is_empty() && !host.contains('/') && host.bytes().all(|b| b.is_ascii_graphic())
+        })
+    };
+    let list: Vec<&str> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .collect();
+    match !list.is_empty() && list.iter().all(origin_ok) {
+        true => Ok(CorsOrigins::List(
+            list.into_iter().map(str::to_owned).collect(),
+        )),
+        false => Err(invalid(
+            "CORS_ORIGINS",
+            "* or origins such as https://app.example.com,http://localhost:5173",
+            text,
+        )),
+    }
+}
+
+/// Comma-separated addresses or CIDR networks, e.g. `127.0.0.1,10.0.0.0/8`.
+pub(super) fn networks(value: &Option<String>, name: &str) -> Result<Vec<IpNet>, ConfigError> {
+    let Some(text) = value else {
+        return Ok(Vec::new());
+    };
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<IpNet>()
+                .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    invalid(
+                        name,
+                        "addresses or networks such as 127.0.0.1,10.0.0.0/8",
+                        text,
+                    )
+                })
+        })
+        .collect()
 }

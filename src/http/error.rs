@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -40,6 +40,17 @@ pub enum ApiError {
     },
     UnsupportedMediaType(String),
     Disabled,
+    /// No usable credentials (401).
+    Unauthorized,
+    /// A session token for another session (403).
+    Forbidden,
+    /// `SNAPKEEP_READ_ONLY`: writes and deletes are refused.
+    ReadOnly,
+    TooManyRequests {
+        retry_after: u64,
+    },
+    /// A quota would be passed; the sentence names which.
+    QuotaExceeded(String),
     NotReady,
     InsufficientStorage,
     /// A server-side failure; its details were logged where it happened.
@@ -121,6 +132,35 @@ impl ApiError {
                 "disabled",
                 "Backups are switched off on this server (SNAPKEEP_ENABLED=false).".into(),
             ),
+            Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Send a valid token: Authorization: Bearer <token> (an operator token, or a \
+                 session token that has not expired)."
+                    .into(),
+            ),
+            Forbidden => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "This token is for another session.".into(),
+            ),
+            ReadOnly => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "read_only",
+                "This server is read-only (SNAPKEEP_READ_ONLY=true): snapshots can be read and \
+                 restored elsewhere, not written or deleted."
+                    .into(),
+            ),
+            TooManyRequests { retry_after } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("Too many requests; try again in {retry_after} s."),
+            ),
+            QuotaExceeded(why) => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                why.clone(),
+            ),
             NotReady => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_ready",
@@ -152,7 +192,21 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        match self {
+            ApiError::Unauthorized => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"snapkeep\""),
+                );
+            }
+            ApiError::TooManyRequests { retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            }
+            _ => {}
+        }
+        response
     }
 }
 

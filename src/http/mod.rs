@@ -3,21 +3,26 @@
 
 mod error;
 mod extract;
+mod guard;
 mod handlers;
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware;
 use axum::routing::get;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::config::Config;
+use crate::config::{Config, CorsOrigins};
 use crate::store::Store;
 
 pub use error::ApiError;
+pub use guard::{Limiters, PeerAddr};
 
 /// What every handler can reach: the settings and the store.
 pub type AppState = Arc<App>;
@@ -26,20 +31,28 @@ pub type AppState = Arc<App>;
 pub struct App {
     pub config: Config,
     pub store: Store,
+    /// Rate limiting's token buckets; `None` when it is off.
+    pub limiters: Option<Arc<Limiters>>,
 }
 
 impl App {
     pub fn new(config: Config) -> AppState {
         let store = Store::new(config.data_dir.clone(), config.fsync, config.retention);
-        Arc::new(Self { config, store })
+        let limiters = guard::limiters(config.rate_limit);
+        Arc::new(Self {
+            config,
+            store,
+            limiters,
+        })
     }
 }
 
-/// Builds the whole application: routes, the switch-off guard and request tracing.
+/// Builds the whole application: routes, the guard (rate limits, switch-off, credentials,
+/// read-only), CORS, `nosniff`, and request tracing.
 pub fn router(app: AppState) -> Router {
     use handlers::*;
     let base = app.config.base_path.as_str();
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route(base, get(status))
@@ -54,25 +67,56 @@ pub fn router(app: AppState) -> Router {
         )
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(app.clone(), require_enabled))
-        .layer(TraceLayer::new_for_http())
-        .with_state(app)
+        .layer(middleware::from_fn_with_state(app.clone(), guard::check))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ));
+    // CORS outside the guard: a browser's preflight carries no credentials.
+    let routes = match cors(&app.config.access.cors_origins) {
+        Some(cors) => routes.layer(cors),
+        None => routes,
+    };
+    routes.layer(TraceLayer::new_for_http()).with_state(app)
 }
 
-/// `SNAPKEEP_ENABLED=false`: everything under `{base}/` answers 503 before routing, so no
-/// method or path shape gets another answer, and nothing on disk is read, created or touched.
-async fn require_enabled(
-    State(app): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let under_base = request
-        .uri()
-        .path()
-        .strip_prefix(app.config.base_path.as_str())
-        .is_some_and(|rest| rest.starts_with('/'));
-    if under_base && !app.config.enabled {
-        return Err(ApiError::Disabled);
-    }
-    Ok(next.run(request).await)
+/// The CORS layer for the configured origins: preflights answered, the headers a client sends
+/// allowed, the ones it needs to read exposed. A refused origin just gets no CORS headers.
+fn cors(origins: &CorsOrigins) -> Option<CorsLayer> {
+    let allow = match origins {
+        CorsOrigins::None => return None,
+        CorsOrigins::Any => AllowOrigin::any(),
+        CorsOrigins::List(list) => AllowOrigin::list(
+            list.iter()
+                .map(|origin| HeaderValue::from_str(origin).expect("checked by config")),
+        ),
+    };
+    let custom = |name| HeaderName::from_static(name);
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([
+                Method::GET,
+                Method::HEAD,
+                Method::POST,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::CONTENT_ENCODING,
+                header::IF_MATCH,
+                header::IF_NONE_MATCH,
+            ])
+            .expose_headers([
+                header::ETAG,
+                header::LOCATION,
+                header::LAST_MODIFIED,
+                header::RETRY_AFTER,
+                custom("x-snapshot-id"),
+                custom("x-snapshot-integrity"),
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
 }

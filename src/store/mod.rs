@@ -63,6 +63,18 @@ impl From<io::Error> for StoreError {
     }
 }
 
+/// Limits on what the data directory may hold, counted in snapshot file bytes; `None`: no
+/// limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quotas {
+    /// Bytes of one session's snapshots.
+    pub session_bytes: Option<u64>,
+    /// Number of sessions.
+    pub sessions: Option<u64>,
+    /// Bytes of all snapshots.
+    pub total_bytes: Option<u64>,
+}
+
 /// One snapshot's id and size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotInfo {

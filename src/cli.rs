@@ -1,5 +1,6 @@
 //! The command line: `snapkeep` (or `snapkeep serve`) runs the server; `snapkeep healthcheck`
-//! asks a running server whether it is up, for a container's `HEALTHCHECK` without curl.
+//! asks a running server whether it is up, for a container's `HEALTHCHECK` without curl;
+//! `snapkeep token SESSION --ttl 30d` mints a session token with the configured signing key.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -10,6 +11,10 @@ use http_body_util::Empty;
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+
+use crate::auth;
+use crate::config::Access;
+use crate::store::name::SessionId;
 
 /// A small self-hosted backup server for browser app state. Configured with SNAPKEEP_*
 /// environment variables (see the README).
@@ -26,6 +31,32 @@ pub enum Command {
     Serve,
     /// Exit 0 if the server at SNAPKEEP_LISTEN answers GET /healthz with 200, else 1.
     Healthcheck,
+    /// Print a token for one session, signed with SNAPKEEP_SIGNING_KEY (the token alone, for
+    /// scripts).
+    Token {
+        /// The session the token opens.
+        session: String,
+        /// How long it stays valid, e.g. 1h, 30d.
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+}
+
+/// A session token for `session`, valid for `ttl` from now.
+pub fn token(access: &Access, session: &str, ttl: Duration) -> anyhow::Result<String> {
+    let session =
+        SessionId::parse(session).map_err(|err| anyhow::anyhow!("invalid session: {err}"))?;
+    let key = access
+        .signing_key
+        .as_ref()
+        .context("SNAPKEEP_SIGNING_KEY (or SNAPKEEP_SIGNING_KEY_FILE) is not set")?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let ttl = i64::try_from(ttl.as_secs()).context("the ttl is too long")?;
+    Ok(auth::mint(
+        key.expose().as_bytes(),
+        &session,
+        now.saturating_add(ttl),
+    ))
 }
 
 /// Asks the server listening on `listen` for `/healthz`. A wildcard address (`0.0.0.0`) is
@@ -75,6 +106,13 @@ mod tests {
         assert_eq!(
             Cli::parse_from(["snapkeep", "healthcheck"]).command,
             Some(Command::Healthcheck)
+        );
+        assert_eq!(
+            Cli::parse_from(["snapkeep", "token", "s", "--ttl", "1h"]).command,
+            Some(Command::Token {
+                session: "s".into(),
+                ttl: Duration::from_secs(3600)
+            })
         );
     }
 }

@@ -1,5 +1,6 @@
 //! The `snapkeep` binary: parse the command line, read the configuration, start logging, run.
-//! Exit codes: 0 on success, 1 when a health check fails, 2 on a configuration or start error.
+//! Exit codes: 0 on success, 1 when a health check fails, 2 on a configuration or start error
+//! (or a token that cannot be minted).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -32,6 +33,16 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => match runtime.block_on(serve(config)) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("snapkeep: {err:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Token { session, ttl } => match cli::token(&config.access, &session, ttl) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
             Err(err) => {
                 eprintln!("snapkeep: {err:#}");
                 ExitCode::from(2)

@@ -135,16 +135,23 @@ async fn accept(
     }
 }
 
-/// Once a minute: forget rate-limit buckets that are full again. The task ends with the app.
+/// Once a minute: forget rate-limit buckets that are full again, and recount what the data
+/// directory holds for the quotas (noticing hand edits). The task ends with the app.
 fn spawn_housekeeping(app: &AppState) {
     let app = Arc::downgrade(app);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.tick().await; // the first tick is immediate; serve() has just counted
         loop {
             tick.tick().await;
             let Some(app) = app.upgrade() else { return };
             if let Some(limiters) = &app.limiters {
                 limiters.forget_idle();
+            }
+            if app.config.enabled
+                && let Err(err) = app.store.recount().await
+            {
+                tracing::warn!(error = %err, "could not recount the data directory");
             }
         }
     });

@@ -223,6 +223,7 @@ impl From<StoreError> for ApiError {
             StoreError::PreconditionFailed { latest } => ApiError::PreconditionFailed { latest },
             StoreError::TooLarge { limit } => ApiError::BodyTooLarge { limit },
             StoreError::SessionBlocked => ApiError::SessionBlocked,
+            StoreError::OverQuota(why) => ApiError::QuotaExceeded(why),
             StoreError::LatestNotJson(err) => {
                 tracing::warn!(error = %err, "cannot patch: the latest snapshot is not JSON");
                 ApiError::LatestNotJson

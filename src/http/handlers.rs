@@ -40,14 +40,30 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Value>> {
 
 pub async fn status(State(app): State<AppState>) -> Json<Value> {
     let config = &app.config;
+    let access = &config.access;
+    let auth = match (&access.operator_token, &access.signing_key) {
+        (None, None) => "none",
+        (Some(_), None) => "token",
+        (None, Some(_)) => "session-token",
+        (Some(_), Some(_)) => "token+session-token",
+    };
+    let quotas = &config.quotas;
     Json(json!({
         "service": "snapkeep",
         "version": env!("CARGO_PKG_VERSION"),
         "enabled": config.enabled,
+        "readOnly": access.read_only,
         "basePath": config.base_path,
         "maxBodyBytes": config.max_body_bytes,
         "retention": { "last": config.retention.last.get() },
-        "auth": "none",
+        "auth": auth,
+        "limits": {
+            "requestsPerSecond": config.rate_limit.map(|r| r.per_second.get()),
+            "burst": config.rate_limit.map(|r| r.burst.get()),
+            "maxSessionBytes": quotas.session_bytes,
+            "maxSessions": quotas.sessions,
+            "maxTotalBytes": quotas.total_bytes,
+        },
     }))
 }
 

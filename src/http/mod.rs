@@ -37,7 +37,12 @@ pub struct App {
 
 impl App {
     pub fn new(config: Config) -> AppState {
-        let store = Store::new(config.data_dir.clone(), config.fsync, config.retention);
+        let store = Store::new(
+            config.data_dir.clone(),
+            config.fsync,
+            config.retention,
+            config.quotas,
+        );
         let limiters = guard::limiters(config.rate_limit);
         Arc::new(Self {
             config,

@@ -16,6 +16,7 @@ use walkdir::WalkDir;
 use super::SnapshotInfo;
 use super::atomic;
 use super::name::{SessionId, SnapshotId};
+use super::usage::Counts;
 
 const SNAPSHOT_SUFFIX: &str = ".json";
 const TEMP_SUFFIX: &str = ".json.tmp";
@@ -158,6 +159,25 @@ impl Disk {
             }
         }
         Ok(removed)
+    }
+
+    /// Snapshot bytes and sessions (directories with at least one snapshot) in the whole tree.
+    pub fn count(&self) -> io::Result<Counts> {
+        let mut counts = Counts::default();
+        for item in fs::read_dir(&self.root)? {
+            let item = item?;
+            let Some(session) = item
+                .file_name()
+                .to_str()
+                .and_then(|n| SessionId::parse(n).ok())
+            else {
+                continue;
+            };
+            let entries = self.entries(&session)?;
+            counts.bytes += entries.iter().map(|e| e.bytes).sum::<u64>();
+            counts.sessions += u64::from(!entries.is_empty());
+        }
+        Ok(counts)
     }
 
     /// Proves the data directory accepts new files by creating and removing one.

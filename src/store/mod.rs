@@ -11,6 +11,7 @@ mod locks;
 pub mod name;
 mod precondition;
 pub mod retain;
+mod usage;
 
 use std::io::{self, Seek};
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ use self::name::{SessionId, SnapshotId, sha256_hex, sha256_hex_of};
 use self::retain::Retention;
 
 pub use self::precondition::{Expected, Precondition};
+use self::usage::{Change, Usage};
 
 /// What can go wrong in the store. Callers map these to their own answers.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,9 @@ pub enum StoreError {
     /// A conditional write's expectation did not hold; `latest` is the session's current one.
     #[error("the session's latest snapshot is not the one expected")]
     PreconditionFailed { latest: Option<SnapshotInfo> },
+    /// The write would pass a quota; the sentence says which.
+    #[error("{0}")]
+    OverQuota(String),
     /// A patched document came out larger than the snapshot size limit.
     #[error("the result would be larger than {limit} bytes")]
     TooLarge { limit: usize },
@@ -117,15 +122,21 @@ pub enum Which {
 pub struct Store {
     disk: Arc<Disk>,
     retention: Retention,
+    quotas: Quotas,
+    /// Counted only when a quota is set: without one, nothing needs the numbers.
+    usage: Option<Arc<Usage>>,
     locks: SessionLocks,
 }
 
 impl Store {
     /// A store over the data directory `root`. Nothing is touched until [`Store::prepare`].
-    pub fn new(root: PathBuf, fsync: bool, retention: Retention) -> Self {
+    pub fn new(root: PathBuf, fsync: bool, retention: Retention, quotas: Quotas) -> Self {
+        let any_quota = quotas != Quotas::default();
         Self {
             disk: Arc::new(Disk::new(root, fsync)),
             retention,
+            quotas,
+            usage: any_quota.then(Arc::default),
             locks: SessionLocks::default(),
         }
     }
@@ -135,10 +146,24 @@ impl Store {
     }
 
     /// Creates the data directory if needed and removes temp files of a crashed run; returns
-    /// how many were removed. Call once before serving.
+    /// how many were removed. Then counts what the directory holds, when quotas need it. Call
+    /// once before serving.
     pub async fn prepare(&self) -> Result<usize, StoreError> {
         let disk = self.disk.clone();
-        blocking(move || Ok(disk.prepare()?)).await
+        let removed = blocking(move || Ok(disk.prepare()?)).await?;
+        self.recount().await?;
+        Ok(removed)
+    }
+
+    /// Counts the snapshot bytes and sessions on disk again (when quotas need them), so files
+    /// added or removed by hand are noticed. A write booked during the count may be off until
+    /// the next one.
+    pub async fn recount(&self) -> Result<(), StoreError> {
+        let Some(usage) = self.usage.clone() else {
+            return Ok(());
+        };
+        let disk = self.disk.clone();
+        blocking(move || Ok(usage.set(disk.count()?))).await
     }
 
     /// Whether a new file can be created in the data directory right now.
@@ -200,7 +225,12 @@ impl Store {
             + 'static,
     {
         let guard = self.locks.write(session).await;
-        let (disk, session, retention) = (self.disk.clone(), session.clone(), self.retention);
+        let (disk, session) = (self.disk.clone(), session.clone());
+        let rules = Rules {
+            retention: self.retention,
+            quotas: self.quotas,
+            usage: self.usage.clone(),
+        };
         // The guard moves into the blocking task: if the client goes away and this future is
         // dropped, the lock is still held until the write has really finished.
         blocking(move || {
@@ -213,7 +243,7 @@ impl Store {
                 });
             }
             let content = make(&disk, &session, newest)?;
-            save_locked(&disk, &session, &content, &entries, retention)
+            save_locked(&disk, &session, &content, &entries, &rules)
         })
         .await
     }
@@ -270,15 +300,20 @@ impl Store {
     ) -> Result<(), StoreError> {
         let guard = self.locks.write(session).await;
         let (disk, session, id) = (self.disk.clone(), session.clone(), id.clone());
+        let usage = self.usage.clone();
         blocking(move || {
             let _guard = guard;
             let entries = disk.entries(&session)?;
-            let exists = entries.iter().any(|e| e.id == id);
-            if !precondition.holds(exists.then_some(&id)) {
+            let target = entries.iter().find(|e| e.id == id);
+            if !precondition.holds(target.map(|e| &e.id)) {
                 let latest = newest(&entries).cloned();
                 return Err(StoreError::PreconditionFailed { latest });
             }
-            disk.remove(&session, &id).map_err(not_found)
+            disk.remove(&session, &id).map_err(not_found)?;
+            if let (Some(usage), Some(target)) = (usage, target) {
+                usage.remove(target.bytes, u64::from(entries.len() == 1));
+            }
+            Ok(())
         })
         .await
     }
@@ -324,14 +359,21 @@ fn newest(entries: &[SnapshotInfo]) -> Option<&SnapshotInfo> {
     entries.iter().max_by(|a, b| a.id.cmp(&b.id))
 }
 
+/// What a write must respect besides the session's lock.
+struct Rules {
+    retention: Retention,
+    quotas: Quotas,
+    usage: Option<Arc<Usage>>,
+}
+
 /// Saves `content` as the newest of `entries` (the session's snapshots, read under its lock):
-/// dedup against the latest, choose the id, write, prune.
+/// dedup against the latest, choose the id, check quotas, write, prune.
 fn save_locked(
     disk: &Disk,
     session: &SessionId,
     content: &[u8],
     entries: &[SnapshotInfo],
-    retention: Retention,
+    rules: &Rules,
 ) -> Result<Saved, StoreError> {
     let sha256 = sha256_hex(content);
     let newest = newest(entries);
@@ -351,10 +393,27 @@ fn save_locked(
     let id = SnapshotId::next(OffsetDateTime::now_utc(), previous, &sha256).ok_or_else(|| {
         io::Error::other(format!("no snapshot id exists after {}", previous.unwrap()))
     })?;
-    disk.write(session, &id, content)?;
+    let info = SnapshotInfo {
+        id,
+        bytes: content.len() as u64,
+    };
     let mut ids: Vec<SnapshotId> = entries.iter().map(|e| e.id.clone()).collect();
-    ids.push(id.clone());
-    let pruned = retain::to_prune(&ids, &retention)
+    ids.push(info.id.clone());
+    let to_prune = retain::to_prune(&ids, &rules.retention);
+
+    let change = planned_change(entries, &info, &to_prune);
+    if let Some(usage) = &rules.usage {
+        usage
+            .admit(&rules.quotas, &change)
+            .map_err(|over| StoreError::OverQuota(over.0))?;
+    }
+    if let Err(err) = disk.write(session, &info.id, content) {
+        if let Some(usage) = &rules.usage {
+            usage.undo(&change);
+        }
+        return Err(err.into());
+    }
+    let pruned = to_prune
         .into_iter()
         .filter(|old| match disk.remove(session, old) {
             Ok(()) => true,
@@ -367,14 +426,27 @@ fn save_locked(
         })
         .collect();
     Ok(Saved {
-        info: SnapshotInfo {
-            id,
-            bytes: content.len() as u64,
-        },
+        info,
         sha256,
         deduplicated: false,
         pruned,
     })
+}
+
+/// What writing `new` and pruning `to_prune` does to the counts the quotas look at.
+fn planned_change(entries: &[SnapshotInfo], new: &SnapshotInfo, to_prune: &[SnapshotId]) -> Change {
+    let removed: u64 = entries
+        .iter()
+        .filter(|e| to_prune.contains(&e.id))
+        .map(|e| e.bytes)
+        .sum();
+    let before: u64 = entries.iter().map(|e| e.bytes).sum();
+    Change {
+        added: new.bytes,
+        removed,
+        new_session: entries.is_empty(),
+        session_bytes: (before + new.bytes).saturating_sub(removed),
+    }
 }
 
 fn not_found(err: io::Error) -> StoreError {

@@ -1,0 +1,272 @@
+//! What the data directory holds, for quotas: snapshot bytes and sessions. Counted from disk at
+//! start (and again once a minute, so files added or removed by hand are noticed), and kept
+//! current by every write and delete in between, so no request walks the tree.
+//!
+//! [`admit`] is the rule, a pure function; [`Usage`] holds the counts.
+
+use std::sync::Mutex;
+
+use super::Quotas;
+
+/// Snapshot bytes and sessions (directories holding at least one snapshot).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub bytes: u64,
+    pub sessions: u64,
+}
+
+/// What one write does to the counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Change {
+    pub added: u64,
+    /// Bytes that retention will prune right after the write.
+    pub removed: u64,
+    /// The write gives a session its first snapshot.
+    pub new_session: bool,
+    /// The session's bytes after the write and its pruning.
+    pub session_bytes: u64,
+}
+
+/// Which quota a write would pass, as a sentence for the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct OverQuota(pub String);
+
+/// Whether `change` fits in `quotas` when the directory holds `counts`.
+pub fn admit(quotas: &Quotas, counts: Counts, change: &Change) -> Result<(), OverQuota> {
+    let over = |what: &str, limit: u64, variable: &str| {
+        Err(OverQuota(format!(
+            "This snapshot would take {what} past its limit of {limit} (SNAPKEEP_{variable}); \
+             the snapshots already kept are intact."
+        )))
+    };
+    if let Some(limit) = quotas.session_bytes
+        && change.session_bytes > limit
+    {
+        return over("the session's snapshots", limit, "MAX_SESSION_BYTES");
+    }
+    if let Some(limit) = quotas.sessions
+        && change.new_session
+        && counts.sessions >= limit
+    {
+        return over("the number of sessions", limit, "MAX_SESSIONS");
+    }
+    let total_after = (counts.bytes + change.added).saturating_sub(change.removed);
+    if let Some(limit) = quotas.total_bytes
+        && total_after > limit
+        && change.added > change.removed
+    {
+        return over("all snapshots together", limit, "MAX_TOTAL_BYTES");
+    }
+    Ok(())
+}
+
+/// The current counts, shared by all requests.
+#[derive(Debug, Default)]
+pub struct Usage {
+    counts: Mutex<Counts>,
+}
+
+impl Usage {
+    #[cfg(test)]
+    pub fn get(&self) -> Counts {
+        *self.counts.lock().expect("usage lock poisoned")
+    }
+
+    /// Replaces the counts with a fresh count from disk.
+    pub fn set(&self, counts: Counts) {
+        *self.counts.lock().expect("usage lock poisoned") = counts;
+    }
+
+    /// Checks `change` against `quotas` and, when it fits, books it: one critical section, so
+    /// two sessions writing at once cannot both squeeze under the total.
+    pub fn admit(&self, quotas: &Quotas, change: &Change) -> Result<(), OverQuota> {
+        let mut counts = self.counts.lock().expect("usage lock poisoned");
+        admit(quotas, *counts, change)?;
+        counts.bytes = (counts.bytes + change.added).saturating_sub(change.removed);
+        counts.sessions += u64::from(change.new_session);
+        Ok(())
+    }
+
+    /// Books bytes removed (a delete, or a write's prune that did not happen as planned) and
+    /// sessions that are gone; `undo` takes back an admitted change whose write failed.
+    pub fn remove(&self, bytes: u64, sessions: u64) {
+        let mut counts = self.counts.lock().expect("usage lock poisoned");
+        counts.bytes = counts.bytes.saturating_sub(bytes);
+        counts.sessions = counts.sessions.saturating_sub(sessions);
+    }
+
+    pub fn undo(&self, change: &Change) {
+        let mut counts = self.counts.lock().expect("usage lock poisoned");
+        counts.bytes = (counts.bytes + change.removed).saturating_sub(change.added);
+        counts.sessions = counts
+            .sessions
+            .saturating_sub(u64::from(change.new_session));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quotas(session_bytes: Option<u64>, sessions: Option<u64>, total: Option<u64>) -> Quotas {
+        Quotas {
+            session_bytes,
+            sessions,
+            total_bytes: total,
+        }
+    }
+
+    #[test]
+    fn no_quotas_admit_anything() {
+        let change = Change {
+            added: u64::MAX / 2,
+            new_session: true,
+            session_bytes: u64::MAX / 2,
+            ..Default::default()
+        };
+        assert_eq!(
+            admit(
+                &Quotas::default(),
+                Counts {
+                    bytes: 1,
+                    sessions: 1 << 40
+                },
+                &change
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_session_quota_counts_what_is_left_after_pruning() {
+        let q = quotas(Some(100), None, None);
+        let fits = Change {
+            added: 60,
+            removed: 50,
+            session_bytes: 100,
+            ..Default::default()
+        };
+        assert_eq!(admit(&q, Counts::default(), &fits), Ok(()));
+        let over = Change {
+            session_bytes: 101,
+            ..fits
+        };
+        let err = admit(&q, Counts::default(), &over).unwrap_err();
+        assert!(err.0.contains("SNAPKEEP_MAX_SESSION_BYTES"), "{err}");
+    }
+
+    #[test]
+    fn the_session_count_limits_only_new_sessions() {
+        let q = quotas(None, Some(2), None);
+        let full = Counts {
+            bytes: 0,
+            sessions: 2,
+        };
+        let new = Change {
+            added: 1,
+            new_session: true,
+            session_bytes: 1,
+            ..Default::default()
+        };
+        assert!(
+            admit(&q, full, &new)
+                .unwrap_err()
+                .0
+                .contains("MAX_SESSIONS")
+        );
+        let existing = Change {
+            new_session: false,
+            ..new
+        };
+        assert_eq!(admit(&q, full, &existing), Ok(()));
+        assert_eq!(
+            admit(
+                &q,
+                Counts {
+                    bytes: 0,
+                    sessions: 1
+                },
+                &new
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_total_counts_the_net_change_and_never_blocks_shrinking() {
+        let q = quotas(None, None, Some(1000));
+        let counts = Counts {
+            bytes: 990,
+            sessions: 1,
+        };
+        let grow = Change {
+            added: 20,
+            removed: 5,
+            session_bytes: 20,
+            ..Default::default()
+        };
+        assert!(
+            admit(&q, counts, &grow)
+                .unwrap_err()
+                .0
+                .contains("MAX_TOTAL_BYTES")
+        );
+        let net_ten = Change {
+            added: 20,
+            removed: 10,
+            session_bytes: 20,
+            ..Default::default()
+        };
+        assert_eq!(admit(&q, counts, &net_ten), Ok(()));
+        // Over the limit already (files copied in by hand): a write that frees space still goes.
+        let over = Counts {
+            bytes: 5000,
+            sessions: 1,
+        };
+        let shrink = Change {
+            added: 10,
+            removed: 30,
+            session_bytes: 10,
+            ..Default::default()
+        };
+        assert_eq!(admit(&q, over, &shrink), Ok(()));
+    }
+
+    #[test]
+    fn admitted_changes_are_booked_and_can_be_undone() {
+        let usage = Usage::default();
+        let q = quotas(None, Some(1), Some(100));
+        let first = Change {
+            added: 60,
+            new_session: true,
+            session_bytes: 60,
+            ..Default::default()
+        };
+        usage.admit(&q, &first).unwrap();
+        assert_eq!(
+            usage.get(),
+            Counts {
+                bytes: 60,
+                sessions: 1
+            }
+        );
+        let second = Change {
+            added: 60,
+            new_session: false,
+            session_bytes: 120,
+            ..Default::default()
+        };
+        assert!(usage.admit(&q, &second).is_err());
+        assert_eq!(
+            usage.get(),
+            Counts {
+                bytes: 60,
+                sessions: 1
+            },
+            "a refusal books nothing"
+        );
+        usage.undo(&first);
+        assert_eq!(usage.get(), Counts::default());
+    }
+}

@@ -163,7 +163,11 @@ impl Store {
             return Ok(());
         };
         let disk = self.disk.clone();
-        blocking(move || Ok(usage.set(disk.count()?))).await
+        blocking(move || {
+            usage.set(disk.count()?);
+            Ok(())
+        })
+        .await
     }
 
     /// Whether a new file can be created in the data directory right now.

@@ -3,13 +3,16 @@
 
 mod helpers;
 
+mod access;
 mod bad_input;
 mod concurrency;
 mod conditional;
+mod cors;
 mod delete;
 mod disabled;
 mod disk_full;
 mod gzip;
+mod limits;
 mod patch;
 mod read;
 mod save;

@@ -31,9 +31,10 @@ struct Server {
 
 impl Server {
     fn start(data: &Path, vars: &[(&str, &str)]) -> Self {
-        let mut child = snapkeep(vars)
+        let mut child = snapkeep(&[])
             .env("SNAPKEEP_DATA_DIR", data)
             .env("SNAPKEEP_LISTEN", "127.0.0.1:0")
+            .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -482,4 +483,163 @@ fn random_between(low: u64, high: u64) -> u64 {
         .unwrap()
         .subsec_nanos() as u64;
     low + nanos % (high - low)
+}
+
+const OPERATOR_TOKEN: &str = "operator-token-from-a-docker-secret";
+const SIGNING_KEY: &str = "signing-key-for-session-tokens-0123";
+
+/// `curl`-like: one request with an optional bearer token; the status code.
+async fn status_with(
+    server: &Server,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+) -> u16 {
+    let mut request = reqwest::Client::new()
+        .request(method, server.url(path))
+        .header("content-type", "application/json")
+        .body("{\"ok\":true}");
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn the_operator_token_can_come_from_a_file() {
+    let secrets = tempfile::tempdir().unwrap();
+    let file = secrets.path().join("snapkeep_token");
+    std::fs::write(&file, format!("{OPERATOR_TOKEN}\n")).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        data.path(),
+        &[("SNAPKEEP_TOKEN_FILE", file.to_str().unwrap())],
+    );
+
+    let path = format!("{BASE}/s");
+    assert_eq!(
+        status_with(&server, reqwest::Method::POST, &path, None).await,
+        401
+    );
+    let token = Some(OPERATOR_TOKEN);
+    assert_eq!(
+        status_with(&server, reqwest::Method::POST, &path, token).await,
+        201
+    );
+    assert!(
+        !server.log_text().contains(OPERATOR_TOKEN),
+        "the token is never logged"
+    );
+}
+
+#[tokio::test]
+async fn token_mints_a_session_token_that_the_server_accepts() {
+    let output = run(
+        &[("SNAPKEEP_SIGNING_KEY", SIGNING_KEY)],
+        &["token", "user-42", "--ttl", "1h"],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "the token alone on stdout: {stdout:?}"
+    );
+    let token = stdout.trim();
+    assert!(token.starts_with("user-42:"), "{token}");
+
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &[("SNAPKEEP_SIGNING_KEY", SIGNING_KEY)]);
+    let mine = format!("{BASE}/user-42");
+    let theirs = format!("{BASE}/user-43");
+    assert_eq!(
+        status_with(&server, reqwest::Method::POST, &mine, Some(token)).await,
+        201
+    );
+    assert_eq!(
+        status_with(&server, reqwest::Method::GET, &theirs, Some(token)).await,
+        403
+    );
+
+    let no_key = run(&[], &["token", "user-42"]);
+    assert_eq!(no_key.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_key.stderr).contains("SNAPKEEP_SIGNING_KEY"));
+}
+
+/// The minting recipes printed in the README, run with each language's standard library only.
+#[tokio::test]
+async fn the_readme_recipes_mint_tokens_in_node_and_python() {
+    let readme = include_str!("../README.md");
+    let snippet = |fence: &str| {
+        let start = readme
+            .find(fence)
+            .unwrap_or_else(|| panic!("no {fence} block in README"));
+        let code = &readme[start + fence.len()..];
+        code[..code.find("```").unwrap()].to_owned()
+    };
+    let node = format!(
+        "{}\nprocess.stdout.write(mintSnapkeepToken(process.argv[1], 'user-42', 3600));",
+        snippet("```js\n")
+    );
+    let python = format!(
+        "{}\nimport sys\nsys.stdout.write(mint_snapkeep_token(sys.argv[1].encode(), 'user-42', 3600))",
+        snippet("```python\n")
+    );
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &[("SNAPKEEP_SIGNING_KEY", SIGNING_KEY)]);
+    for (program, flag, code) in [("node", "-e", node), ("python3", "-c", python)] {
+        let Ok(output) = Command::new(program)
+            .args([flag, code.as_str(), SIGNING_KEY])
+            .output()
+        else {
+            // CI's machine has both; a developer's might not.
+            eprintln!("skipping {program}: not installed");
+            continue;
+        };
+        assert!(
+            output.status.success(),
+            "{program}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let token = String::from_utf8(output.stdout).unwrap();
+        let path = format!("{BASE}/user-42");
+        let status = status_with(&server, reqwest::Method::POST, &path, Some(&token)).await;
+        assert!(
+            status == 201 || status == 200,
+            "{program}'s token: {status}"
+        );
+    }
+}
+
+#[test]
+fn an_open_server_on_a_public_address_warns_about_it() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &[("SNAPKEEP_LISTEN", "0.0.0.0:0")]);
+    wait_for_log(&server, "WARN");
+    let log = server.log_text();
+    assert!(
+        log.contains("neither SNAPKEEP_TOKEN nor SNAPKEEP_SIGNING_KEY"),
+        "{log}"
+    );
+    assert!(log.contains("anyone who can reach it"), "{log}");
+
+    let guarded = Server::start(
+        data.path(),
+        &[
+            ("SNAPKEEP_LISTEN", "0.0.0.0:0"),
+            ("SNAPKEEP_TOKEN", OPERATOR_TOKEN),
+        ],
+    );
+    let healthz = std::net::TcpStream::connect(guarded.addr);
+    assert!(healthz.is_ok());
+    assert!(
+        !guarded.log_text().contains("WARN"),
+        "{}",
+        guarded.log_text()
+    );
 }

@@ -299,3 +299,36 @@ async fn a_patch_may_be_gzipped_too() {
     assert_eq!(response.status(), 201);
     assert_eq!(latest(&app, "s").await, r#"{"b":[true]}"#);
 }
+
+#[tokio::test]
+async fn every_gzip_member_is_decoded_as_zcat_would() {
+    let app = TestApp::spawn().await;
+    let doc = r#"{"first":1,"second":2}"#;
+    let (head, tail) = doc.split_at(11);
+    let mut two_members = gzip(head.as_bytes());
+    two_members.extend(gzip(tail.as_bytes()));
+
+    assert_eq!(post_gzip(&app, "members", two_members).await.status(), 201);
+    assert_eq!(latest(&app, "members").await, doc);
+}
+
+#[tokio::test]
+async fn bytes_after_the_gzip_stream_are_400_not_dropped() {
+    let (app, before) = seeded(&[]).await;
+    let mut body = gzip(br#"{"a":1}"#);
+    body.extend_from_slice(b"GARBAGE-NOT-GZIP");
+
+    assert_error(post_gzip(&app, "s", body).await, 400, "invalid_gzip").await;
+    assert_eq!(app.tree(), before);
+}
+
+#[tokio::test]
+async fn an_invalid_deflate_block_is_400_invalid_gzip_not_an_incomplete_body() {
+    let (app, before) = seeded(&[]).await;
+    // A valid gzip header, then a deflate block of the reserved type 3 (BTYPE=11).
+    let mut body = gzip(b"{}")[..10].to_vec();
+    body.extend_from_slice(&[0x07, 0x00, 0x00, 0x00]);
+
+    assert_error(post_gzip(&app, "s", body).await, 400, "invalid_gzip").await;
+    assert_eq!(app.tree(), before);
+}

@@ -7,7 +7,9 @@
 //!    keep-alive connection, is closed after `SNAPKEEP_HEADER_TIMEOUT`;
 //! 2. a cap on connections served at once (`SNAPKEEP_MAX_CONNECTIONS`), so memory stays bounded
 //!    whatever the clients do; past it, new connections wait in the kernel's backlog;
-//! 3. a bounded graceful stop: on shutdown, stop accepting, let requests in flight finish for up
+//! 3. a send timeout: a client that stops reading its answer (a large snapshot, say) for
+//!    `SNAPKEEP_SEND_TIMEOUT` is disconnected, so it cannot hold a connection slot forever;
+//! 4. a bounded graceful stop: on shutdown, stop accepting, let requests in flight finish for up
 //!    to `SNAPKEEP_SHUTDOWN_TIMEOUT`, then return.
 //!
 //! (Slow bodies are bounded per request by `SNAPKEEP_BODY_TIMEOUT`, in `http/extract.rs`.)
@@ -24,6 +26,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutStream;
 
 use tower::ServiceExt;
 
@@ -67,6 +70,7 @@ pub async fn serve(
     spawn_housekeeping(&app);
 
     let (header_timeout, shutdown_timeout) = (config.header_timeout, config.shutdown_timeout);
+    let send_timeout = config.send_timeout;
     let permits = Arc::new(Semaphore::new(config.max_connections));
     let router = http::router(app.clone());
     let mut builder = http1::Builder::new();
@@ -93,7 +97,9 @@ pub async fn serve(
         let service = TowerToHyperService::new(service);
         // Without TCP_NODELAY a keep-alive client waits ~40 ms (Nagle + delayed ACK) per answer.
         let _ = stream.set_nodelay(true);
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(send_timeout));
+        let connection = builder.serve_connection(TokioIo::new(Box::pin(stream)), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(err) = connection.await {

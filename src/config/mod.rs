@@ -41,6 +41,9 @@ pub struct Config {
     pub header_timeout: Duration,
     /// How long a client may take to send a request's whole body.
     pub body_timeout: Duration,
+    /// How long sending an answer may stall (a client that does not read it) before the
+    /// connection is closed.
+    pub send_timeout: Duration,
     /// How long a stop (SIGTERM, Ctrl-C) waits for requests in flight.
     pub shutdown_timeout: Duration,
     /// Connections served at once; more wait in the kernel's backlog.
@@ -121,6 +124,7 @@ struct Raw {
     header_timeout: Option<String>,
     body_timeout: Option<String>,
     shutdown_timeout: Option<String>,
+    send_timeout: Option<String>,
     max_connections: Option<String>,
     token: Option<String>,
     token_file: Option<String>,
@@ -191,6 +195,7 @@ impl Raw {
             log: log_filter(&self.log)?,
             header_timeout: duration(&self.header_timeout, "HEADER_TIMEOUT", "10s")?,
             body_timeout: duration(&self.body_timeout, "BODY_TIMEOUT", "30s")?,
+            send_timeout: duration(&self.send_timeout, "SEND_TIMEOUT", "30s")?,
             shutdown_timeout: duration(&self.shutdown_timeout, "SHUTDOWN_TIMEOUT", "10s")?,
             max_connections: number(&self.max_connections, "MAX_CONNECTIONS", 512, 1)?,
             access: Access {
@@ -257,6 +262,7 @@ mod tests {
         assert_eq!(c.header_timeout, Duration::from_secs(10));
         assert_eq!(c.body_timeout, Duration::from_secs(30));
         assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(c.send_timeout, Duration::from_secs(30));
         assert_eq!(c.max_connections, 512);
         assert!(unknown.is_empty());
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware;
+use axum::response::Response;
 use axum::routing::get;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -72,17 +73,39 @@ pub fn router(app: AppState) -> Router {
         )
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(app.clone(), guard::check))
+        .layer(middleware::from_fn_with_state(app.clone(), guard::check));
+    // CORS outside the guard: a browser's preflight carries no credentials.
+    let routes = match cors(&app.config.access.cors_origins) {
+        Some(cors) => routes
+            .layer(cors)
+            .layer(middleware::map_response(cors_only_for_allowed_origins)),
+        None => routes,
+    };
+    routes
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
-        ));
-    // CORS outside the guard: a browser's preflight carries no credentials.
-    let routes = match cors(&app.config.access.cors_origins) {
-        Some(cors) => routes.layer(cors),
-        None => routes,
-    };
-    routes.layer(TraceLayer::new_for_http()).with_state(app)
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(app)
+}
+
+/// tower-http's CORS layer adds `Access-Control-Allow-Methods` (preflight) and
+/// `Access-Control-Expose-Headers` whatever the origin; an answer that allows no origin keeps
+/// none of them, so a refused origin learns nothing.
+async fn cors_only_for_allowed_origins(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    if !headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
+        let cors: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| name.as_str().starts_with("access-control-"))
+            .cloned()
+            .collect();
+        for name in cors {
+            headers.remove(name);
+        }
+    }
+    response
 }
 
 /// The CORS layer for the configured origins: preflights answered, the headers a client sends

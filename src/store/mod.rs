@@ -331,18 +331,22 @@ impl Store {
     ) -> Result<(), StoreError> {
         let guard = self.locks.write(session).await;
         let (disk, session) = (self.disk.clone(), session.clone());
+        let usage = self.usage.clone();
         blocking(move || {
             let _guard = guard;
-            if precondition != Precondition::default() {
-                let entries = disk.entries(&session)?;
-                let latest = newest(&entries);
-                if !precondition.holds(latest.map(|e| &e.id)) {
-                    return Err(StoreError::PreconditionFailed {
-                        latest: latest.cloned(),
-                    });
-                }
+            let entries = disk.entries(&session)?;
+            let latest = newest(&entries);
+            if !precondition.holds(latest.map(|e| &e.id)) {
+                return Err(StoreError::PreconditionFailed {
+                    latest: latest.cloned(),
+                });
             }
-            Ok(disk.remove_session(&session)?)
+            disk.remove_session(&session)?;
+            if let Some(usage) = usage {
+                let bytes = entries.iter().map(|e| e.bytes).sum();
+                usage.remove(bytes, u64::from(!entries.is_empty()));
+            }
+            Ok(())
         })
         .await
     }

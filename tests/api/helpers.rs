@@ -67,8 +67,13 @@ impl TestApp {
             task: Some(task),
         };
         // The server answers only once it has prepared the data directory, so after this the
-        // test may look at (or change) the directory without racing the start.
-        assert_eq!(app.get("/healthz").await.status(), 200);
+        // test may look at (or change) the directory without racing the start. The probe's
+        // connection is closed, so it holds no connection slot afterwards.
+        let probe = app
+            .client
+            .get(app.url("/healthz"))
+            .header("connection", "close");
+        assert_eq!(probe.send().await.unwrap().status(), 200);
         app
     }
 

@@ -8,6 +8,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 
+use snapkeep::store::name::{SnapshotId, sha256_hex};
+
 use crate::helpers::{BASE, TestApp, json, parse_answer};
 
 /// How long a server configured with a 1 s timeout may take to act on it on a noisy machine.
@@ -271,4 +273,30 @@ async fn a_keep_alive_connection_left_idle_after_a_request_is_closed_after_the_h
         "closed without another answer, got {:?}",
         String::from_utf8_lossy(&rest)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_answer_is_disconnected_after_the_send_timeout() {
+    let app = TestApp::with(&[
+        ("SNAPKEEP_MAX_CONNECTIONS", "1"),
+        ("SNAPKEEP_SEND_TIMEOUT", "1s"),
+        ("SNAPKEEP_FSYNC", "false"),
+    ])
+    .await;
+    // Seeded on disk, so that no earlier connection of ours occupies the only slot.
+    let big = format!("{{\"blob\":\"{}\"}}", "b".repeat(8 * 1024 * 1024));
+    let now = time::OffsetDateTime::now_utc();
+    let id = SnapshotId::next(now, None, &sha256_hex(big.as_bytes())).unwrap();
+    std::fs::create_dir_all(app.session_dir("big")).unwrap();
+    std::fs::write(app.session_dir("big").join(format!("{id}.json")), &big).unwrap();
+
+    // Asks for 8 MiB and never reads a byte: the answer cannot fit in the socket buffers.
+    let mut stalled = TcpStream::connect(app.addr).await.unwrap();
+    let request = format!("GET {BASE}/big/latest HTTP/1.1\r\nHost: t\r\n\r\n");
+    stalled.write_all(request.as_bytes()).await.unwrap();
+
+    // The only connection slot is the stalled one's until the send timeout frees it.
+    let served = timeout(BOUND, fresh_client().get(app.url("/healthz")).send()).await;
+    assert_eq!(served.expect("served within 10 s").unwrap().status(), 200);
+    drop(stalled);
 }

@@ -95,8 +95,9 @@ impl ApiError {
             LatestNotJson => (
                 StatusCode::CONFLICT,
                 "latest_not_json",
-                "The latest snapshot is not valid JSON (edited on disk?), so a patch cannot \
-                 apply; POST a whole document instead."
+                "The latest snapshot is not JSON that a patch can apply to (it was edited on \
+                 disk, or it holds a lone surrogate escape such as \\ud83d); POST a whole \
+                 document instead."
                     .into(),
             ),
             SessionBlocked => (

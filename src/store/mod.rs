@@ -30,6 +30,9 @@ use self::retain::Retention;
 pub use self::precondition::{Expected, Precondition};
 use self::usage::{Change, Usage};
 
+/// How many `PATCH`es may hold a parsed document at once.
+const PATCHES_AT_ONCE: usize = 2;
+
 /// What can go wrong in the store. Callers map these to their own answers.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -126,6 +129,7 @@ pub struct Store {
     /// Counted only when a quota is set: without one, nothing needs the numbers.
     usage: Option<Arc<Usage>>,
     locks: SessionLocks,
+    patching: tokio::sync::Semaphore,
 }
 
 impl Store {
@@ -138,6 +142,7 @@ impl Store {
             quotas,
             usage: any_quota.then(Arc::default),
             locks: SessionLocks::default(),
+            patching: tokio::sync::Semaphore::new(PATCHES_AT_ONCE),
         }
     }
 
@@ -199,6 +204,9 @@ impl Store {
         precondition: Precondition,
         max_bytes: usize,
     ) -> Result<Saved, StoreError> {
+        // A parsed document takes tens of times its size in memory (a 16 MiB array of small
+        // numbers, ~900 MB): only a few patches may hold one at a time.
+        let _permit = self.patching.acquire().await.expect("never closed");
         self.with_latest(session, precondition, move |disk, session, latest| {
             let mut document = match latest {
                 Some(info) => serde_json::from_slice(&disk.read(session, &info.id)?)

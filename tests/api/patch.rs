@@ -123,6 +123,32 @@ async fn numbers_and_keys_the_patch_does_not_touch_are_kept_exactly() {
 }
 
 #[tokio::test]
+async fn a_patched_document_spells_exponents_one_way_and_keeps_the_last_duplicate_key() {
+    // As the README says: values exact, spelling of exponents normalised, last duplicate wins.
+    let app = TestApp::spawn().await;
+    app.save("s", r#"{"huge":1e400,"b":1E5,"e":2E+3,"d":1,"d":2}"#)
+        .await;
+
+    assert_eq!(patch(&app, "s", r#"{"z":1}"#).await.status(), 201);
+    assert_eq!(
+        latest(&app, "s").await,
+        r#"{"huge":1e+400,"b":1e+5,"e":2e+3,"d":2,"z":1}"#
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_with_a_lone_surrogate_is_409_for_patch_and_fine_for_post() {
+    let app = TestApp::spawn().await;
+    app.save("s", r#"{"cut":"\ud83d","n":1}"#).await;
+
+    assert_error(patch(&app, "s", r#"{"n":2}"#).await, 409, "latest_not_json").await;
+    assert_eq!(
+        app.post("s", r#"{"cut":"\ud83d","n":2}"#).await.status(),
+        201
+    );
+}
+
+#[tokio::test]
 async fn a_patch_that_changes_nothing_is_deduplicated() {
     let app = TestApp::spawn().await;
     let first = app.save("s", r#"{"a":1,"b":[true]}"#).await;

@@ -111,12 +111,20 @@ pub async fn serve(
 
     drop(listener);
     tracing::info!("shutting down: finishing requests in flight");
+    let stopped = graceful.shutdown();
+    tokio::pin!(stopped);
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("stopped"),
-        _ = tokio::time::sleep(shutdown_timeout) => {
-            tracing::warn!(?shutdown_timeout, "stopped with requests still in flight");
+        _ = &mut stopped => {
+            tracing::info!("stopped");
+            return Ok(());
         }
+        _ = tokio::time::sleep(shutdown_timeout) => {}
     }
+    // Out of patience with slow clients, but not with the disk: writes already in the store
+    // finish, and get a moment to send their answers; nothing new starts writing.
+    app.store.close().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), &mut stopped).await;
+    tracing::warn!(?shutdown_timeout, "stopped with requests still in flight");
     Ok(())
 }
 

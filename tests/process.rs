@@ -321,6 +321,58 @@ fn sigterm_does_not_wait_past_the_shutdown_timeout_for_a_stalled_upload() {
     assert_eq!(leftovers, 0, "nothing half-written is left");
 }
 
+/// A stop whose grace period runs out while a large write is under way: whatever the timing,
+/// the snapshot is on disk exactly when its 201 reached the client.
+#[test]
+fn a_write_at_the_shutdown_deadline_is_either_answered_or_absent() {
+    use std::io::{Read, Write};
+    let body = format!("{{\"blob\":\"{}\"}}", "x".repeat(4 * 1024 * 1024));
+    let mut outcomes = Vec::new();
+    for round in 0..10 {
+        let data = tempfile::tempdir().unwrap();
+        let vars = [
+            ("SNAPKEEP_SHUTDOWN_TIMEOUT", "1ms"),
+            ("SNAPKEEP_RETAIN_LAST", "5"),
+        ];
+        let mut server = Server::start(data.path(), &vars);
+        let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+        let head = format!(
+            "POST {BASE}/edge HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(body.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(random_between(0, 400)));
+        server.signal(Signal::SIGTERM);
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        assert_eq!(server.wait().code(), Some(0), "round {round}");
+
+        let acknowledged = answer.starts_with("HTTP/1.1 201");
+        let stored = std::fs::read_dir(data.path().join("edge"))
+            .map(|dir| {
+                dir.filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .path()
+                        .extension()
+                        .is_some_and(|x| x == "json")
+                })
+                .count()
+            })
+            .unwrap_or(0);
+        assert_eq!(
+            stored,
+            usize::from(acknowledged),
+            "round {round}: answer {:?}",
+            answer.lines().next()
+        );
+        outcomes.push(answer.lines().next().unwrap_or("(no answer)").to_owned());
+    }
+    println!("writes at the shutdown deadline: {outcomes:?}");
+}
+
 #[test]
 fn healthcheck_exits_0_when_the_server_answers_and_1_when_not() {
     let data = tempfile::tempdir().unwrap();

@@ -52,6 +52,8 @@ pub enum ApiError {
     /// A quota would be passed; the sentence names which.
     QuotaExceeded(String),
     NotReady,
+    /// The server is stopping and starts no new write.
+    ShuttingDown,
     InsufficientStorage,
     /// A server-side failure; its details were logged where it happened.
     Internal,
@@ -162,6 +164,11 @@ impl ApiError {
                 "insufficient_storage",
                 why.clone(),
             ),
+            ShuttingDown => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "The server is stopping; nothing was written. Try again in a moment.".into(),
+            ),
             NotReady => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_ready",
@@ -221,6 +228,7 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::NotFound => ApiError::NotFound("No such snapshot."),
+            StoreError::ShuttingDown => ApiError::ShuttingDown,
             StoreError::PreconditionFailed { latest } => ApiError::PreconditionFailed { latest },
             StoreError::TooLarge { limit } => ApiError::BodyTooLarge { limit },
             StoreError::SessionBlocked => ApiError::SessionBlocked,

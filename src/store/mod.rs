@@ -30,6 +30,9 @@ use self::retain::Retention;
 pub use self::precondition::{Expected, Precondition};
 use self::usage::{Change, Usage};
 
+/// More writers than can ever be in flight: the stop gate's capacity.
+const GATE_CAPACITY: u32 = 1 << 24;
+
 /// How many `PATCH`es may hold a parsed document at once.
 const PATCHES_AT_ONCE: usize = 2;
 
@@ -38,6 +41,9 @@ const PATCHES_AT_ONCE: usize = 2;
 pub enum StoreError {
     #[error("no such snapshot")]
     NotFound,
+    /// The server is stopping: no new write starts.
+    #[error("the store is closed for writes: the server is stopping")]
+    ShuttingDown,
     /// A conditional write's expectation did not hold; `latest` is the session's current one.
     #[error("the session's latest snapshot is not the one expected")]
     PreconditionFailed { latest: Option<SnapshotInfo> },
@@ -130,6 +136,8 @@ pub struct Store {
     usage: Option<Arc<Usage>>,
     locks: SessionLocks,
     patching: tokio::sync::Semaphore,
+    /// Every write and delete holds a permit while it runs; [`Store::close`] takes them all.
+    gate: Arc<tokio::sync::Semaphore>,
 }
 
 impl Store {
@@ -143,11 +151,31 @@ impl Store {
             usage: any_quota.then(Arc::default),
             locks: SessionLocks::default(),
             patching: tokio::sync::Semaphore::new(PATCHES_AT_ONCE),
+            gate: Arc::new(tokio::sync::Semaphore::new(GATE_CAPACITY as usize)),
         }
     }
 
     pub fn retention(&self) -> Retention {
         self.retention
+    }
+
+    /// Waits for the writes and deletes in flight to finish, and lets no new one start (they
+    /// get [`StoreError::ShuttingDown`]): what a stop does once its grace period is over, so
+    /// that a snapshot is either written and answered or never written.
+    pub async fn close(&self) {
+        if let Ok(all) = self.gate.acquire_many(GATE_CAPACITY).await {
+            all.forget();
+        }
+        self.gate.close();
+    }
+
+    /// A pass through the stop gate, held for the whole of one write or delete.
+    async fn enter(&self) -> Result<tokio::sync::OwnedSemaphorePermit, StoreError> {
+        self.gate
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::ShuttingDown)
     }
 
     /// Creates the data directory if needed and removes temp files of a crashed run; returns
@@ -236,6 +264,7 @@ impl Store {
             + Send
             + 'static,
     {
+        let pass = self.enter().await?;
         let guard = self.locks.write(session).await;
         let (disk, session) = (self.disk.clone(), session.clone());
         let rules = Rules {
@@ -246,7 +275,7 @@ impl Store {
         // The guard moves into the blocking task: if the client goes away and this future is
         // dropped, the lock is still held until the write has really finished.
         blocking(move || {
-            let _guard = guard;
+            let _held = (pass, guard);
             let entries = disk.entries(&session)?;
             let newest = newest(&entries);
             if !precondition.holds(newest.map(|e| &e.id)) {
@@ -310,11 +339,12 @@ impl Store {
         id: &SnapshotId,
         precondition: Precondition,
     ) -> Result<(), StoreError> {
+        let pass = self.enter().await?;
         let guard = self.locks.write(session).await;
         let (disk, session, id) = (self.disk.clone(), session.clone(), id.clone());
         let usage = self.usage.clone();
         blocking(move || {
-            let _guard = guard;
+            let _held = (pass, guard);
             let entries = disk.entries(&session)?;
             let target = entries.iter().find(|e| e.id == id);
             if !precondition.holds(target.map(|e| &e.id)) {
@@ -337,11 +367,12 @@ impl Store {
         session: &SessionId,
         precondition: Precondition,
     ) -> Result<(), StoreError> {
+        let pass = self.enter().await?;
         let guard = self.locks.write(session).await;
         let (disk, session) = (self.disk.clone(), session.clone());
         let usage = self.usage.clone();
         blocking(move || {
-            let _guard = guard;
+            let _held = (pass, guard);
             let entries = disk.entries(&session)?;
             let latest = newest(&entries);
             if !precondition.holds(latest.map(|e| &e.id)) {

@@ -15,8 +15,9 @@ use time::macros::format_description;
 use tokio_util::io::ReaderStream;
 
 use super::AppState;
+use super::body::{JsonBody, MergePatchBody};
 use super::error::ApiError;
-use super::extract::{Conditions, JsonBody, MergePatchBody, SessionPath, SnapshotPath};
+use super::extract::{Conditions, SessionPath, SnapshotPath};
 use crate::store::name::SessionId;
 use crate::store::{Expected, Saved, Snapshot, SnapshotInfo, Which};
 

@@ -1,10 +1,14 @@
 //! The HTTP face of snapkeep: [`router`] is the one route table, with the layers around it.
-//! Handlers live in `handlers.rs`, request parsing in `extract.rs`, failures in `error.rs`.
+//! Handlers live in `handlers.rs`; the request's head is parsed in `extract.rs`, its body in
+//! `body.rs` (JSON validity in `json.rs`); checks before any route in `guard.rs`; failures in
+//! `error.rs`.
 
+mod body;
 mod error;
 mod extract;
 mod guard;
 mod handlers;
+mod json;
 
 use std::sync::Arc;
 

@@ -154,9 +154,12 @@ impl Config {
             let Some(name) = name.to_str().filter(|n| n.starts_with(PREFIX)) else {
                 continue;
             };
-            let value = value
-                .into_string()
-                .map_err(|raw| ConfigError(format!("{name} must be UTF-8 text, got {raw:?}")))?;
+            // The value is not shown: it may be a token.
+            let value = value.into_string().map_err(|_| {
+                ConfigError(format!(
+                    "{name} must be UTF-8 text (the value is not shown)"
+                ))
+            })?;
             vars.push((name.to_owned(), value));
         }
         Self::from_vars(vars)

@@ -172,7 +172,8 @@ impl ApiError {
             NotReady => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_ready",
-                "The data directory is not writable.".into(),
+                "The data directory cannot be used (written to, or read from when read-only)."
+                    .into(),
             ),
             InsufficientStorage => (
                 StatusCode::INSUFFICIENT_STORAGE,

@@ -1,8 +1,10 @@
 //! The checks every request under `{base}/` passes before it reaches a route, outermost first:
-//! 1. rate limits (429): a token from the client address's bucket and from the session's;
+//! 1. the client address's rate limit (429);
 //! 2. switched off (`SNAPKEEP_ENABLED=false`, 503);
 //! 3. credentials (401 / 403): the operator token, or a session token for this session;
-//! 4. read-only mode (503 for writes and deletes).
+//! 4. the session's rate limit (429): charged only now, so that nobody without a token can
+//!    use up a session's requests;
+//! 5. read-only mode (503 for writes and deletes).
 //!
 //! Health, readiness and `GET {base}` (status) pass none of them: a client must be able to learn
 //! whether backups are on before it has a token.
@@ -21,6 +23,7 @@ use ipnet::IpNet;
 use super::{ApiError, AppState};
 use crate::auth::{Denied, Keys};
 use crate::config::RateLimit;
+use crate::store::name::SessionId;
 
 /// The peer address of a connection, put on each request by the accept loop.
 #[derive(Debug, Clone, Copy)]
@@ -30,7 +33,7 @@ pub struct PeerAddr(pub SocketAddr);
 #[derive(Debug)]
 pub struct Limiters {
     by_client: DefaultKeyedRateLimiter<IpAddr>,
-    by_session: DefaultKeyedRateLimiter<String>,
+    by_session: DefaultKeyedRateLimiter<SessionId>,
 }
 
 impl Limiters {
@@ -48,24 +51,23 @@ impl Limiters {
         self.by_session.retain_recent();
     }
 
-    /// Takes a token from both buckets, or says how many seconds until there is one.
-    fn take(&self, client: IpAddr, session: Option<&str>) -> Result<(), u64> {
-        let clock = DefaultClock::default();
-        let wait = |not_until: governor::NotUntil<_>| {
-            not_until
-                .wait_time_from(clock.now())
-                .as_secs_f64()
-                .ceil()
-                .max(1.0) as u64
-        };
-        self.by_client.check_key(&client).map_err(wait)?;
-        if let Some(session) = session {
-            self.by_session
-                .check_key(&session.to_owned())
-                .map_err(wait)?;
-        }
-        Ok(())
+    /// Takes a token from the client address's bucket, or says how many seconds until there
+    /// is one.
+    fn take_client(&self, client: IpAddr) -> Result<(), u64> {
+        self.by_client.check_key(&client).map_err(seconds_to_wait)
     }
+
+    /// The same for the session's bucket. Charged only once the request has shown it may use
+    /// the session, so that nobody without a token can drain a session's bucket, and the
+    /// keys are valid session ids only (at most 128 characters).
+    fn take_session(&self, session: &SessionId) -> Result<(), u64> {
+        self.by_session.check_key(session).map_err(seconds_to_wait)
+    }
+}
+
+fn seconds_to_wait(not_until: governor::NotUntil<<DefaultClock as Clock>::Instant>) -> u64 {
+    let wait = not_until.wait_time_from(DefaultClock::default().now());
+    wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
 /// The guard itself: one middleware, so the order of the checks is written down in one place.
@@ -84,13 +86,12 @@ pub async fn check(
         return Ok(next.run(request).await);
     };
     let session = rest.split('/').next().filter(|s| !s.is_empty());
+    let too_many = |seconds| ApiError::TooManyRequests {
+        retry_after: seconds,
+    };
     if let Some(limiters) = &app.limiters {
         let client = client_addr(&request, &app.config.access.trusted_proxies);
-        limiters
-            .take(client, session)
-            .map_err(|seconds| ApiError::TooManyRequests {
-                retry_after: seconds,
-            })?;
+        limiters.take_client(client).map_err(too_many)?;
     }
     if !app.config.enabled {
         return Err(ApiError::Disabled);
@@ -100,6 +101,9 @@ pub async fn check(
         Ok(()) => {}
         Err(Denied::Unauthenticated) => return Err(ApiError::Unauthorized),
         Err(Denied::OtherSession) => return Err(ApiError::Forbidden),
+    }
+    if let (Some(limiters), Some(Ok(session))) = (&app.limiters, session.map(SessionId::parse)) {
+        limiters.take_session(&session).map_err(too_many)?;
     }
     let writes = matches!(
         *request.method(),
@@ -129,23 +133,35 @@ fn client_addr(request: &Request, trusted: &[IpNet]) -> IpAddr {
 
 fn forwarded_client(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if !is_trusted(&peer) {
-        return peer;
-    }
-    let hops: Vec<IpAddr> = headers
+    let hops: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.to_str().unwrap_or(""))
         .flat_map(|v| v.split(','))
-        .filter_map(|hop| hop.trim().parse().ok())
+        .map(str::trim)
         .collect();
-    // Walk from the nearest hop outwards: the first untrusted one is the client.
-    hops.iter()
-        .rev()
-        .find(|ip| !is_trusted(ip))
-        .or(hops.first())
-        .copied()
-        .unwrap_or(peer)
+    // Walk from the nearest hop outwards while the hops are trusted proxies: the first one
+    // that is not is the client. An entry that is not an address ends the walk (whatever is
+    // further out could be made up), and the last trusted hop counts as the client.
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        if !is_trusted(&client) {
+            break;
+        }
+        match parse_hop(hop) {
+            Some(ip) => client = ip,
+            None => break,
+        }
+    }
+    client
+}
+
+/// An `X-Forwarded-For` entry: `1.2.3.4`, `1.2.3.4:5555`, `2001:db8::1` or `[2001:db8::1]:80`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|addr| addr.ip()))
+        .or_else(|| hop.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
 }
 
 /// A shareable set of limiters, or none when rate limiting is off.
@@ -194,6 +210,22 @@ mod tests {
             forwarded_client(ip("127.0.0.1"), &headers(&["10.9.9.9"]), &trusted),
             ip("10.9.9.9")
         );
+        // Entries that are no address stop the walk: the spoofed ones beyond them do not count.
+        let odd = headers(&["6.6.6.6, garbage, 10.1.1.1"]);
+        assert_eq!(
+            forwarded_client(ip("127.0.0.1"), &odd, &trusted),
+            ip("10.1.1.1")
+        );
+        let with_ports = headers(&["6.6.6.6, 203.0.113.6:5555"]);
+        assert_eq!(
+            forwarded_client(ip("127.0.0.1"), &with_ports, &trusted),
+            ip("203.0.113.6")
+        );
+        let bracketed = headers(&["6.6.6.6, [2001:db8::1]"]);
+        assert_eq!(
+            forwarded_client(ip("127.0.0.1"), &bracketed, &trusted),
+            ip("2001:db8::1")
+        );
     }
 
     #[test]
@@ -207,22 +239,25 @@ mod tests {
     }
 
     #[test]
-    fn both_buckets_must_have_a_token() {
+    fn each_bucket_runs_out_on_its_own() {
         let rate = RateLimit {
             per_second: NonZeroU32::new(1).unwrap(),
             burst: NonZeroU32::new(2).unwrap(),
         };
         let limiters = Limiters::new(rate);
         let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
-        assert_eq!(limiters.take(a, Some("s")), Ok(()));
-        assert_eq!(limiters.take(a, Some("s")), Ok(()));
+        assert_eq!(limiters.take_client(a), Ok(()));
+        assert_eq!(limiters.take_client(a), Ok(()));
         assert!(
-            limiters.take(a, Some("t")).unwrap_err() >= 1,
+            limiters.take_client(a).unwrap_err() >= 1,
             "client a is out of tokens"
         );
-        assert_eq!(limiters.take(b, Some("t")), Ok(()));
+        assert_eq!(limiters.take_client(b), Ok(()));
+        let s = SessionId::parse("s").unwrap();
+        assert_eq!(limiters.take_session(&s), Ok(()));
+        assert_eq!(limiters.take_session(&s), Ok(()));
         assert!(
-            limiters.take(b, Some("s")).is_err(),
+            limiters.take_session(&s).is_err(),
             "session s is out of tokens"
         );
     }

@@ -32,7 +32,12 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Value>> {
         // Nothing on disk is used while disabled, so nothing is probed either.
         return Ok(Json(json!({ "status": "ready", "enabled": false })));
     }
-    app.store.check_writable().await.map_err(|err| {
+    // A read-only server (say, a restore replica on a read-only mount) needs to read only.
+    let check = match app.config.access.read_only {
+        true => app.store.check_readable().await,
+        false => app.store.check_writable().await,
+    };
+    check.map_err(|err| {
         tracing::warn!(error = %err, "readiness check failed");
         ApiError::NotReady
     })?;

@@ -90,7 +90,9 @@ pub fn router(app: AppState) -> Router {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
-        .layer(TraceLayer::new_for_http())
+        // Refusals (503 disabled, 507 quota) are no server failures, and real failures are
+        // logged where they happen (ApiError), so the layer logs none at error level.
+        .layer(TraceLayer::new_for_http().on_failure(()))
         .with_state(app)
 }
 

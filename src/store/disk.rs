@@ -180,6 +180,11 @@ impl Disk {
         Ok(counts)
     }
 
+    /// Proves the data directory can be listed.
+    pub fn probe_readable(&self) -> io::Result<()> {
+        fs::read_dir(&self.root).map(drop)
+    }
+
     /// Proves the data directory accepts new files by creating and removing one.
     pub fn probe_writable(&self) -> io::Result<()> {
         let n = self.probes.fetch_add(1, Ordering::Relaxed);

@@ -204,6 +204,13 @@ impl Store {
         .await
     }
 
+    /// Whether the data directory can be read right now (for a read-only server, which must not
+    /// write even a probe).
+    pub async fn check_readable(&self) -> Result<(), StoreError> {
+        let disk = self.disk.clone();
+        blocking(move || Ok(disk.probe_readable()?)).await
+    }
+
     /// Whether a new file can be created in the data directory right now.
     pub async fn check_writable(&self) -> Result<(), StoreError> {
         let disk = self.disk.clone();

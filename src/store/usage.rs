@@ -88,12 +88,16 @@ impl Usage {
         Ok(())
     }
 
-    /// Books bytes removed (a delete, or a write's prune that did not happen as planned) and
-    /// sessions that are gone; `undo` takes back an admitted change whose write failed.
+    /// Books bytes removed by a delete, and sessions that are gone.
     pub fn remove(&self, bytes: u64, sessions: u64) {
         let mut counts = self.counts.lock().expect("usage lock poisoned");
         counts.bytes = counts.bytes.saturating_sub(bytes);
         counts.sessions = counts.sessions.saturating_sub(sessions);
+    }
+
+    /// Books bytes again that an admitted change meant to remove but could not.
+    pub fn keep(&self, bytes: u64) {
+        self.counts.lock().expect("usage lock poisoned").bytes += bytes;
     }
 
     pub fn undo(&self, change: &Change) {

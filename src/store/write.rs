@@ -74,6 +74,12 @@ pub(super) fn save_locked(
             Err(err) if err.kind() == io::ErrorKind::NotFound => true,
             Err(err) => {
                 tracing::warn!(%session, snapshot = %old, error = %err, "could not prune snapshot");
+                // The quota counts already let go of it; it is still there.
+                if let (Some(usage), Some(kept)) =
+                    (&rules.usage, entries.iter().find(|e| &e.id == old))
+                {
+                    usage.keep(kept.bytes);
+                }
                 false
             }
         })

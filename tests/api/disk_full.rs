@@ -76,21 +76,26 @@ impl Drop for Tmpfs {
     }
 }
 
-/// A server over `<tmpfs>/data`; `None` (after saying why) when a tmpfs cannot be mounted.
-/// The guard is returned first so that it is dropped after the server.
-async fn on_tmpfs() -> Option<(Tmpfs, TestApp)> {
-    let temp = tempfile::tempdir().unwrap();
-    let tmpfs = match Tmpfs::mount(temp.path()) {
-        Ok(tmpfs) => tmpfs,
+/// A tmpfs inside `temp`, or `None` after saying why not (never under CI, whose machine can).
+fn mount_or_skip(temp: &tempfile::TempDir) -> Option<Tmpfs> {
+    match Tmpfs::mount(temp.path()) {
+        Ok(tmpfs) => Some(tmpfs),
         // CI's machine can mount (it runs as root), so there a skip would hide a lost test.
         Err(reason) if std::env::var_os("CI").is_some() => {
             panic!("CI must run the disk-full tests, but: {reason}")
         }
         Err(reason) => {
             eprintln!("skipping: {reason}");
-            return None;
+            None
         }
-    };
+    }
+}
+
+/// A server over `<tmpfs>/data`; `None` (after saying why) when a tmpfs cannot be mounted.
+/// The guard is returned first so that it is dropped after the server.
+async fn on_tmpfs() -> Option<(Tmpfs, TestApp)> {
+    let temp = tempfile::tempdir().unwrap();
+    let tmpfs = mount_or_skip(&temp)?;
     let data_dir = tmpfs.mnt.join("data");
     let app = TestApp::with_dir(temp, data_dir, &[]).await;
     Some((tmpfs, app))
@@ -195,4 +200,41 @@ async fn a_deduplicated_write_still_answers_200_on_a_full_disk() {
     assert_eq!(answer["deduplicated"], true, "{answer}");
     assert_eq!(answer["id"], id.as_str(), "{answer}");
     assert_eq!(app.tree(), tree, "nothing on disk changed");
+}
+
+/// A restore replica: the data on a read-only mount, the server in read-only mode. It is ready
+/// (its probe only reads) and serves; a server that would write is not ready there.
+#[tokio::test]
+async fn a_read_only_server_on_a_read_only_mount_is_ready_and_serves() {
+    let temp = tempfile::tempdir().unwrap();
+    let Some(tmpfs) = mount_or_skip(&temp) else {
+        return;
+    };
+    let data_dir = tmpfs.mnt.join("data");
+    let id = "20261123T185337.123456Z-0123456789abcdef";
+    fs::create_dir_all(data_dir.join("s")).unwrap();
+    fs::write(data_dir.join("s").join(format!("{id}.json")), "[\"kept\"]").unwrap();
+    let remounted = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&tmpfs.mnt)
+        .status()
+        .unwrap();
+    assert!(remounted.success());
+
+    let replica = TestApp::with_dir(
+        tempfile::tempdir().unwrap(),
+        data_dir.clone(),
+        &[("SNAPKEEP_READ_ONLY", "true")],
+    )
+    .await;
+    assert_eq!(replica.get("/readyz").await.status(), 200);
+    let latest = replica.get(&format!("{BASE}/s/latest")).await;
+    assert_eq!(latest.text().await.unwrap(), "[\"kept\"]");
+    assert_error(replica.post("s", "[1]").await, 503, "read_only").await;
+
+    let writer = TestApp::with_dir(tempfile::tempdir().unwrap(), data_dir, &[]).await;
+    assert_error(writer.get("/readyz").await, 503, "not_ready").await;
+    drop((replica, writer));
+    drop(tmpfs);
+    drop(temp);
 }

@@ -675,3 +675,40 @@ async fn concurrent_writers_cannot_squeeze_past_the_quotas() {
         assert_eq!(files, fits, "{:?}", app.tree());
     }
 }
+
+/// Without a token, nobody can use up a session's requests: the session's bucket is charged
+/// only once the credentials have passed.
+#[tokio::test]
+async fn requests_without_credentials_do_not_drain_a_sessions_bucket() {
+    let key = "signing-key-0123456789abcdef";
+    let app = TestApp::with(&[
+        ("SNAPKEEP_SIGNING_KEY", key),
+        ("SNAPKEEP_RATE_LIMIT", "1"),
+        ("SNAPKEEP_RATE_BURST", "3"),
+        ("SNAPKEEP_TRUSTED_PROXIES", "127.0.0.1"),
+    ])
+    .await;
+    let session = snapkeep::store::name::SessionId::parse("victim").unwrap();
+    let expires = time::OffsetDateTime::now_utc().unix_timestamp() + 600;
+    let token = snapkeep::auth::mint(key.as_bytes(), &session, expires);
+    let attack = |n: u8| {
+        app.client
+            .post(app.session_url("victim"))
+            .header("x-forwarded-for", format!("198.51.100.{n}"))
+            .body("{}")
+            .send()
+    };
+    for n in 1..=6 {
+        assert_eq!(attack(n).await.unwrap().status(), 401);
+    }
+    let owner = app
+        .client
+        .post(app.session_url("victim"))
+        .header("x-forwarded-for", "203.0.113.7")
+        .bearer_auth(&token)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(owner.status(), 201, "the owner still gets in");
+}

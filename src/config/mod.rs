@@ -53,6 +53,20 @@ pub struct Config {
     /// Requests per second per client address and per session; `None`: no limit.
     pub rate_limit: Option<RateLimit>,
     pub quotas: Quotas,
+    /// Sessions whose newest snapshot is older than this are removed by a background sweep.
+    pub session_ttl: Option<Duration>,
+    pub log_format: LogFormat,
+    /// `GET /metrics` without the operator token even when one is set.
+    pub metrics_public: bool,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per line, for log stacks.
+    Json,
 }
 
 /// Who may call the API. With neither token nor signing key, anyone who can reach the port.
@@ -138,6 +152,15 @@ struct Raw {
     max_session_bytes: Option<String>,
     max_sessions: Option<String>,
     max_total_bytes: Option<String>,
+    retain_hourly: Option<String>,
+    retain_daily: Option<String>,
+    retain_weekly: Option<String>,
+    retain_monthly: Option<String>,
+    retain_yearly: Option<String>,
+    retain_within: Option<String>,
+    session_ttl: Option<String>,
+    log_format: Option<String>,
+    metrics_public: Option<String>,
     /// Every other `SNAPKEEP_*` variable, most likely a typo; reported as a warning.
     #[serde(flatten)]
     unknown: BTreeMap<String, String>,
@@ -193,7 +216,16 @@ impl Raw {
             max_body_bytes: number(&self.max_body_bytes, "MAX_BODY_BYTES", 16 * 1024 * 1024, 1)?,
             retention: Retention {
                 last: NonZeroUsize::new(retain_last).expect("checked to be at least 1"),
+                hourly: number(&self.retain_hourly, "RETAIN_HOURLY", 0, 0)?,
+                daily: number(&self.retain_daily, "RETAIN_DAILY", 0, 0)?,
+                weekly: number(&self.retain_weekly, "RETAIN_WEEKLY", 0, 0)?,
+                monthly: number(&self.retain_monthly, "RETAIN_MONTHLY", 0, 0)?,
+                yearly: number(&self.retain_yearly, "RETAIN_YEARLY", 0, 0)?,
+                within: optional_duration(&self.retain_within, "RETAIN_WITHIN")?,
             },
+            session_ttl: optional_duration(&self.session_ttl, "SESSION_TTL")?,
+            log_format: log_format(&self.log_format)?,
+            metrics_public: boolean(&self.metrics_public, "METRICS_PUBLIC", false)?,
             fsync: boolean(&self.fsync, "FSYNC", true)?,
             log: log_filter(&self.log)?,
             header_timeout: duration(&self.header_timeout, "HEADER_TIMEOUT", "10s")?,

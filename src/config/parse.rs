@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::{ConfigError, CorsOrigins, PREFIX, Secret};
+use super::{ConfigError, CorsOrigins, LogFormat, PREFIX, Secret};
 
 pub(super) fn invalid(name: &str, expects: &str, got: &str) -> ConfigError {
     ConfigError(format!("{PREFIX}{name} must be {expects}, got {got:?}"))
@@ -58,7 +58,11 @@ pub(super) fn duration(
     };
     match parsed {
         Ok(d) if !d.is_zero() => Ok(d),
-        _ => Err(invalid(name, "a duration such as 30s, 2m or 500ms", text)),
+        _ => Err(invalid(
+            name,
+            "a duration such as 30s, 2m, 500ms or 7d",
+            text,
+        )),
     }
 }
 
@@ -229,4 +233,28 @@ pub(super) fn networks(value: &Option<String>, name: &str) -> Result<Vec<IpNet>,
                 })
         })
         .collect()
+}
+
+/// An optional duration (`None` when unset), such as `7d` or `90d`.
+pub(super) fn optional_duration(
+    value: &Option<String>,
+    name: &str,
+) -> Result<Option<Duration>, ConfigError> {
+    match value {
+        None => Ok(None),
+        Some(text) => duration(value, name, text).map(Some),
+    }
+}
+
+/// `text` (the default) or `json`.
+pub(super) fn log_format(value: &Option<String>) -> Result<LogFormat, ConfigError> {
+    match value.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("text") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        Some(_) => Err(invalid(
+            "LOG_FORMAT",
+            "text or json",
+            value.as_deref().unwrap(),
+        )),
+    }
 }

@@ -28,6 +28,7 @@ use self::name::{SessionId, SnapshotId, sha256_hex_of};
 use self::retain::Retention;
 
 pub use self::precondition::{Expected, Precondition};
+pub use self::usage::Counts;
 use self::usage::Usage;
 use self::write::{Rules, save_locked};
 
@@ -133,8 +134,8 @@ pub struct Store {
     disk: Arc<Disk>,
     retention: Retention,
     quotas: Quotas,
-    /// Counted only when a quota is set: without one, nothing needs the numbers.
-    usage: Option<Arc<Usage>>,
+    /// Bytes and sessions on disk: for the quotas, and for whoever reports on the store.
+    usage: Arc<Usage>,
     locks: SessionLocks,
     patching: tokio::sync::Semaphore,
     /// Every write and delete holds a permit while it runs; [`Store::close`] takes them all.
@@ -144,12 +145,11 @@ pub struct Store {
 impl Store {
     /// A store over the data directory `root`. Nothing is touched until [`Store::prepare`].
     pub fn new(root: PathBuf, fsync: bool, retention: Retention, quotas: Quotas) -> Self {
-        let any_quota = quotas != Quotas::default();
         Self {
             disk: Arc::new(Disk::new(root, fsync)),
             retention,
             quotas,
-            usage: any_quota.then(Arc::default),
+            usage: Arc::default(),
             locks: SessionLocks::default(),
             patching: tokio::sync::Semaphore::new(PATCHES_AT_ONCE),
             gate: Arc::new(tokio::sync::Semaphore::new(GATE_CAPACITY as usize)),
@@ -158,6 +158,11 @@ impl Store {
 
     pub fn retention(&self) -> Retention {
         self.retention
+    }
+
+    /// Snapshot bytes and sessions on disk, as counted at start and kept current since.
+    pub fn counts(&self) -> Counts {
+        self.usage.get()
     }
 
     /// Waits for the writes and deletes in flight to finish, and lets no new one start (they
@@ -189,14 +194,10 @@ impl Store {
         Ok(removed)
     }
 
-    /// Counts the snapshot bytes and sessions on disk again (when quotas need them), so files
-    /// added or removed by hand are noticed. A write booked during the count may be off until
-    /// the next one.
+    /// Counts the snapshot bytes and sessions on disk again, so files added or removed by hand
+    /// are noticed. A write booked during the count may be off until the next one.
     pub async fn recount(&self) -> Result<(), StoreError> {
-        let Some(usage) = self.usage.clone() else {
-            return Ok(());
-        };
-        let disk = self.disk.clone();
+        let (usage, disk) = (self.usage.clone(), self.disk.clone());
         blocking(move || {
             usage.set(disk.count()?);
             Ok(())
@@ -360,7 +361,7 @@ impl Store {
                 return Err(StoreError::PreconditionFailed { latest });
             }
             disk.remove(&session, &id).map_err(not_found)?;
-            if let (Some(usage), Some(target)) = (usage, target) {
+            if let Some(target) = target {
                 usage.remove(target.bytes, u64::from(entries.len() == 1));
             }
             Ok(())
@@ -389,10 +390,8 @@ impl Store {
                 });
             }
             disk.remove_session(&session)?;
-            if let Some(usage) = usage {
-                let bytes = entries.iter().map(|e| e.bytes).sum();
-                usage.remove(bytes, u64::from(!entries.is_empty()));
-            }
+            let bytes = entries.iter().map(|e| e.bytes).sum();
+            usage.remove(bytes, u64::from(!entries.is_empty()));
             Ok(())
         })
         .await

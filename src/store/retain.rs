@@ -6,12 +6,37 @@ use std::num::NonZeroUsize;
 
 use super::name::SnapshotId;
 
-/// How much history each session keeps.
+/// How much history each session keeps. A snapshot kept by any rule stays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
     /// The newest `last` snapshots are kept (`SNAPKEEP_RETAIN_LAST`). Never zero, so the newest
     /// snapshot always survives.
     pub last: NonZeroUsize,
+    /// The newest snapshot of each of the last N hours, days, … that have one (restic's
+    /// `--keep-hourly` and friends); 0: the tier is off.
+    pub hourly: usize,
+    pub daily: usize,
+    pub weekly: usize,
+    pub monthly: usize,
+    pub yearly: usize,
+    /// Every snapshot younger than this, measured back from the session's newest snapshot (not
+    /// from now, so a session that stops syncing is not wiped).
+    pub within: Option<std::time::Duration>,
+}
+
+impl Retention {
+    /// Only the newest `last` snapshots, no tiers.
+    pub fn last(last: NonZeroUsize) -> Self {
+        Self {
+            last,
+            hourly: 0,
+            daily: 0,
+            weekly: 0,
+            monthly: 0,
+            yearly: 0,
+            within: None,
+        }
+    }
 }
 
 /// The ids to delete from `ids` (in any order) under `policy`, oldest first.
@@ -40,9 +65,7 @@ mod tests {
     }
 
     fn keep(n: usize) -> Retention {
-        Retention {
-            last: NonZeroUsize::new(n).unwrap(),
-        }
+        Retention::last(NonZeroUsize::new(n).unwrap())
     }
 
     #[test]
@@ -103,7 +126,7 @@ mod properties {
     proptest! {
         #[test]
         fn keeps_exactly_the_newest_n(ids in ids(), n in 1usize..20) {
-            let policy = Retention { last: NonZeroUsize::new(n).unwrap() };
+            let policy = Retention::last(NonZeroUsize::new(n).unwrap());
             let pruned = to_prune(&ids, &policy);
             let mut sorted = ids.clone();
             sorted.sort();

@@ -68,7 +68,6 @@ pub struct Usage {
 }
 
 impl Usage {
-    #[cfg(test)]
     pub fn get(&self) -> Counts {
         *self.counts.lock().expect("usage lock poisoned")
     }

@@ -16,7 +16,7 @@ use super::{Quotas, Saved, SnapshotInfo, StoreError, newest};
 pub(super) struct Rules {
     pub retention: Retention,
     pub quotas: Quotas,
-    pub usage: Option<Arc<Usage>>,
+    pub usage: Arc<Usage>,
 }
 
 /// Saves `content` as the newest of `entries` (the session's snapshots, read under its lock):
@@ -55,15 +55,12 @@ pub(super) fn save_locked(
     let to_prune = retain::to_prune(&ids, &rules.retention);
 
     let change = planned_change(entries, &info, &to_prune);
-    if let Some(usage) = &rules.usage {
-        usage
-            .admit(&rules.quotas, &change)
-            .map_err(|over| StoreError::OverQuota(over.0))?;
-    }
+    rules
+        .usage
+        .admit(&rules.quotas, &change)
+        .map_err(|over| StoreError::OverQuota(over.0))?;
     if let Err(err) = disk.write(session, &info.id, content) {
-        if let Some(usage) = &rules.usage {
-            usage.undo(&change);
-        }
+        rules.usage.undo(&change);
         return Err(err.into());
     }
     let pruned = to_prune
@@ -75,10 +72,8 @@ pub(super) fn save_locked(
             Err(err) => {
                 tracing::warn!(%session, snapshot = %old, error = %err, "could not prune snapshot");
                 // The quota counts already let go of it; it is still there.
-                if let (Some(usage), Some(kept)) =
-                    (&rules.usage, entries.iter().find(|e| &e.id == old))
-                {
-                    usage.keep(kept.bytes);
+                if let Some(kept) = entries.iter().find(|e| &e.id == old) {
+                    rules.usage.keep(kept.bytes);
                 }
                 false
             }

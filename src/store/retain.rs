@@ -39,18 +39,146 @@ impl Retention {
     }
 }
 
+/// A rule that keeps a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    /// The session's newest snapshot, which nothing ever removes.
+    Newest,
+    Last,
+    Hourly,
+    Daily,
+    Weekly,
+    Monthly,
+    Yearly,
+    Within,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Newest => "newest",
+            Reason::Last => "last",
+            Reason::Hourly => "hourly",
+            Reason::Daily => "daily",
+            Reason::Weekly => "weekly",
+            Reason::Monthly => "monthly",
+            Reason::Yearly => "yearly",
+            Reason::Within => "within",
+        }
+    }
+}
+
+/// What the policy does with one snapshot: the rules that keep it (none: it is pruned).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub id: SnapshotId,
+    pub kept_by: Vec<Reason>,
+}
+
+/// The decision for every snapshot in `ids` (any order, duplicates ignored), newest first.
+///
+/// restic's semantics: walking from the newest, a tier (hourly, daily, …) keeps a snapshot
+/// when it is the newest of a period (hour, day, ISO week, month, year) that no kept snapshot
+/// of that tier has covered yet, until the tier has kept its N. `within` keeps everything
+/// created within that long of the session's newest snapshot.
+pub fn plan(ids: &[SnapshotId], policy: &Retention) -> Vec<Decision> {
+    let mut sorted: Vec<&SnapshotId> = ids.iter().collect();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    sorted.dedup();
+    let Some(newest) = sorted.first().map(|id| id.created_at()) else {
+        return Vec::new();
+    };
+    let within_from = policy
+        .within
+        .and_then(|d| time::Duration::try_from(d).ok())
+        .map(|d| {
+            newest
+                .checked_sub(d)
+                .unwrap_or(time::PrimitiveDateTime::MIN.assume_utc())
+        });
+    let mut tiers = [
+        Tier::new(Reason::Hourly, policy.hourly),
+        Tier::new(Reason::Daily, policy.daily),
+        Tier::new(Reason::Weekly, policy.weekly),
+        Tier::new(Reason::Monthly, policy.monthly),
+        Tier::new(Reason::Yearly, policy.yearly),
+    ];
+    sorted
+        .into_iter()
+        .enumerate()
+        .map(|(rank, id)| {
+            let created = id.created_at();
+            let mut kept_by = Vec::new();
+            if rank == 0 {
+                kept_by.push(Reason::Newest);
+            }
+            if rank < policy.last.get() {
+                kept_by.push(Reason::Last);
+            }
+            kept_by.extend(tiers.iter_mut().filter_map(|tier| tier.keeps(created)));
+            if within_from.is_some_and(|from| created >= from) {
+                kept_by.push(Reason::Within);
+            }
+            Decision {
+                id: id.clone(),
+                kept_by,
+            }
+        })
+        .collect()
+}
+
 /// The ids to delete from `ids` (in any order) under `policy`, oldest first.
 pub fn to_prune(ids: &[SnapshotId], policy: &Retention) -> Vec<SnapshotId> {
-    let mut sorted: Vec<&SnapshotId> = ids.iter().collect();
-    sorted.sort_unstable_by(|a, b| b.cmp(a)); // newest first
-    sorted.dedup();
-    let mut pruned: Vec<SnapshotId> = sorted
+    let mut pruned: Vec<SnapshotId> = plan(ids, policy)
         .into_iter()
-        .skip(policy.last.get())
-        .cloned()
+        .filter(|decision| decision.kept_by.is_empty())
+        .map(|decision| decision.id)
         .collect();
     pruned.reverse();
     pruned
+}
+
+/// One periodic tier while walking from the newest snapshot to the oldest.
+struct Tier {
+    reason: Reason,
+    left: usize,
+    last_period: Option<(i32, u32)>,
+}
+
+impl Tier {
+    fn new(reason: Reason, count: usize) -> Self {
+        Self {
+            reason,
+            left: count,
+            last_period: None,
+        }
+    }
+
+    /// Whether this tier keeps a snapshot created at `t` (called newest first).
+    fn keeps(&mut self, t: time::OffsetDateTime) -> Option<Reason> {
+        let period = self.period(t);
+        if self.left == 0 || self.last_period == Some(period) {
+            return None;
+        }
+        self.last_period = Some(period);
+        self.left -= 1;
+        Some(self.reason)
+    }
+
+    /// The period `t` falls in, as (year, index within the year), in UTC.
+    fn period(&self, t: time::OffsetDateTime) -> (i32, u32) {
+        let day = u32::from(t.ordinal());
+        match self.reason {
+            Reason::Hourly => (t.year(), day * 24 + u32::from(t.hour())),
+            Reason::Daily => (t.year(), day),
+            Reason::Weekly => {
+                let (year, week, _) = t.to_iso_week_date();
+                (year, u32::from(week))
+            }
+            Reason::Monthly => (t.year(), u32::from(u8::from(t.month()))),
+            _ => (t.year(), 0),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -123,7 +251,51 @@ mod properties {
         })
     }
 
+    fn tiered() -> impl Strategy<Value = Retention> {
+        (
+            1usize..6,
+            0usize..4,
+            0usize..4,
+            0usize..4,
+            0usize..4,
+            0usize..4,
+            prop::option::of(0u64..3_000_000),
+        )
+            .prop_map(
+                |(last, hourly, daily, weekly, monthly, yearly, within)| Retention {
+                    last: NonZeroUsize::new(last).unwrap(),
+                    hourly,
+                    daily,
+                    weekly,
+                    monthly,
+                    yearly,
+                    within: within.map(std::time::Duration::from_secs),
+                },
+            )
+    }
+
     proptest! {
+        #[test]
+        fn tiers_keep_the_newest_and_only_ever_add(ids in ids(), policy in tiered()) {
+            let decisions = plan(&ids, &policy);
+            prop_assert_eq!(decisions.len(), ids.len());
+            if let Some(first) = decisions.first() {
+                prop_assert!(first.kept_by.contains(&Reason::Newest));
+                prop_assert_eq!(&first.id, ids.iter().max().unwrap());
+            }
+            // Everything `last` alone keeps is still kept with the tiers on top.
+            let last_only = to_prune(&ids, &Retention::last(policy.last));
+            let with_tiers = to_prune(&ids, &policy);
+            prop_assert!(with_tiers.iter().all(|id| last_only.contains(id)));
+            // A tier never keeps more snapshots than its count.
+            for (reason, n) in [(Reason::Hourly, policy.hourly), (Reason::Daily, policy.daily),
+                (Reason::Weekly, policy.weekly), (Reason::Monthly, policy.monthly),
+                (Reason::Yearly, policy.yearly)] {
+                let count = decisions.iter().filter(|d| d.kept_by.contains(&reason)).count();
+                prop_assert!(count <= n, "{:?} kept {} > {}", reason, count, n);
+            }
+        }
+
         #[test]
         fn keeps_exactly_the_newest_n(ids in ids(), n in 1usize..20) {
             let policy = Retention::last(NonZeroUsize::new(n).unwrap());
@@ -143,5 +315,175 @@ mod properties {
             }
             prop_assert!(pruned.windows(2).all(|w| w[0] < w[1]));
         }
+    }
+}
+
+#[cfg(test)]
+mod tiers {
+    use super::*;
+    use time::macros::datetime;
+    use time::{Duration, OffsetDateTime};
+
+    fn at(t: OffsetDateTime) -> SnapshotId {
+        let digest = format!("{:064x}", t.unix_timestamp_nanos());
+        SnapshotId::next(t, None, &digest).unwrap()
+    }
+
+    fn policy(last: usize) -> Retention {
+        Retention::last(NonZeroUsize::new(last).unwrap())
+    }
+
+    /// The snapshots kept, oldest first, as their times.
+    fn kept(ids: &[SnapshotId], policy: &Retention) -> Vec<OffsetDateTime> {
+        let mut kept: Vec<_> = plan(ids, policy)
+            .into_iter()
+            .filter(|d| !d.kept_by.is_empty())
+            .map(|d| d.id.created_at())
+            .collect();
+        kept.reverse();
+        kept
+    }
+
+    /// Every `step` from `start`, `n` times.
+    fn series(start: OffsetDateTime, step: Duration, n: i32) -> Vec<SnapshotId> {
+        (0..n).map(|i| at(start + step * i)).collect()
+    }
+
+    #[test]
+    fn hourly_keeps_the_newest_of_each_of_the_last_n_hours() {
+        // Every 10 minutes from 10:00 to 14:50.
+        let ids = series(datetime!(2026-11-23 10:00 UTC), Duration::minutes(10), 30);
+        let p = Retention {
+            hourly: 3,
+            ..policy(1)
+        };
+        assert_eq!(
+            kept(&ids, &p),
+            vec![
+                datetime!(2026-11-23 12:50 UTC),
+                datetime!(2026-11-23 13:50 UTC),
+                datetime!(2026-11-23 14:50 UTC),
+            ]
+        );
+    }
+
+    #[test]
+    fn periods_without_snapshots_do_not_count() {
+        // Snapshots on the 1st, 5th and 20th: daily=2 keeps the 20th and the 5th.
+        let ids = vec![
+            at(datetime!(2026-11-01 09:00 UTC)),
+            at(datetime!(2026-11-05 09:00 UTC)),
+            at(datetime!(2026-11-20 09:00 UTC)),
+        ];
+        let p = Retention {
+            daily: 2,
+            ..policy(1)
+        };
+        assert_eq!(
+            kept(&ids, &p),
+            vec![
+                datetime!(2026-11-05 09:00 UTC),
+                datetime!(2026-11-20 09:00 UTC)
+            ]
+        );
+    }
+
+    #[test]
+    fn autosave_every_minute_with_a_week_of_dailies_and_a_year_of_monthlies() {
+        // The README's recipe, over 400 days of one snapshot every 6 hours (a stand-in for
+        // every minute: the tiers only look at the newest of each period).
+        let start = datetime!(2025-10-20 00:00 UTC);
+        let ids = series(start, Duration::hours(6), 400 * 4);
+        let p = Retention {
+            daily: 7,
+            monthly: 12,
+            ..policy(10)
+        };
+        let decisions = plan(&ids, &p);
+        let count = |reason| {
+            decisions
+                .iter()
+                .filter(|d| d.kept_by.contains(&reason))
+                .count()
+        };
+        assert_eq!(count(Reason::Last), 10);
+        assert_eq!(count(Reason::Daily), 7);
+        assert_eq!(count(Reason::Monthly), 12);
+        let kept = decisions.iter().filter(|d| !d.kept_by.is_empty()).count();
+        // The newest day's 4 are in `last`, so dailies and monthlies overlap with it.
+        assert!(kept <= 10 + 7 + 12 && kept >= 12 + 7, "{kept}");
+        let oldest_kept = decisions
+            .iter()
+            .rev()
+            .find(|d| !d.kept_by.is_empty())
+            .unwrap();
+        assert!(oldest_kept.kept_by.contains(&Reason::Monthly));
+    }
+
+    #[test]
+    fn weekly_uses_iso_weeks_and_yearly_years() {
+        // 2026-01-01 is a Thursday in ISO week 1 of 2026; 2025-12-29 (Monday) is in it too.
+        let ids = vec![
+            at(datetime!(2025-12-28 12:00 UTC)), // Sunday, ISO week 52 of 2025
+            at(datetime!(2025-12-29 12:00 UTC)), // Monday, ISO week 1 of 2026
+            at(datetime!(2026-01-02 12:00 UTC)), // Friday, ISO week 1 of 2026
+        ];
+        let weekly = Retention {
+            weekly: 5,
+            ..policy(1)
+        };
+        assert_eq!(
+            kept(&ids, &weekly),
+            vec![
+                datetime!(2025-12-28 12:00 UTC),
+                datetime!(2026-01-02 12:00 UTC)
+            ]
+        );
+        let yearly = Retention {
+            yearly: 5,
+            ..policy(1)
+        };
+        assert_eq!(
+            kept(&ids, &yearly),
+            vec![
+                datetime!(2025-12-29 12:00 UTC),
+                datetime!(2026-01-02 12:00 UTC)
+            ]
+        );
+    }
+
+    #[test]
+    fn within_counts_back_from_the_newest_snapshot_so_a_quiet_session_keeps_its_history() {
+        // Daily snapshots for a month, then nothing for a year: `within 7d` still keeps the
+        // last week of that month, measured from the session's newest snapshot, not from now.
+        let ids = series(datetime!(2025-06-01 08:00 UTC), Duration::days(1), 30);
+        let p = Retention {
+            within: Some(std::time::Duration::from_secs(7 * 86_400)),
+            ..policy(1)
+        };
+        let kept = kept(&ids, &p);
+        assert_eq!(kept.len(), 8, "the newest and the 7 days before it");
+        assert_eq!(kept[0], datetime!(2025-06-23 08:00 UTC));
+    }
+
+    #[test]
+    fn the_rules_add_up_and_each_kept_snapshot_says_why() {
+        let ids = series(datetime!(2026-11-20 00:00 UTC), Duration::hours(12), 6);
+        let p = Retention {
+            daily: 2,
+            ..policy(2)
+        };
+        let reasons: Vec<Vec<Reason>> = plan(&ids, &p).into_iter().map(|d| d.kept_by).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                vec![Reason::Newest, Reason::Last, Reason::Daily],
+                vec![Reason::Last],
+                vec![Reason::Daily],
+                vec![],
+                vec![],
+                vec![],
+            ]
+        );
     }
 }

@@ -409,15 +409,13 @@ mod tiers {
         assert_eq!(count(Reason::Last), 10);
         assert_eq!(count(Reason::Daily), 7);
         assert_eq!(count(Reason::Monthly), 12);
-        let kept = decisions.iter().filter(|d| !d.kept_by.is_empty()).count();
-        // The newest day's 4 are in `last`, so dailies and monthlies overlap with it.
-        assert!(kept <= 10 + 7 + 12 && kept >= 12 + 7, "{kept}");
-        let oldest_kept = decisions
-            .iter()
-            .rev()
-            .find(|d| !d.kept_by.is_empty())
-            .unwrap();
-        assert!(oldest_kept.kept_by.contains(&Reason::Monthly));
+        // The newest is 2026-11-23 18:00. `last` covers the newest 2.5 days, so dailies add
+        // 4 more days (20th to 17th) and monthlies 11 more months (back to December 2025).
+        let kept: Vec<_> = decisions.iter().filter(|d| !d.kept_by.is_empty()).collect();
+        assert_eq!(kept.len(), 10 + 4 + 11);
+        let oldest = kept.last().unwrap();
+        assert_eq!(oldest.id.created_at(), datetime!(2025-12-31 18:00 UTC));
+        assert_eq!(oldest.kept_by, vec![Reason::Monthly]);
     }
 
     #[test]

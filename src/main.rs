@@ -7,25 +7,25 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use snapkeep::cli::{self, Cli, Command};
-use snapkeep::config::Config;
+use snapkeep::config::{Config, LogFormat};
 use snapkeep::http::App;
 use snapkeep::server;
+use snapkeep::store::Store;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (config, unknown) = match Config::from_env() {
+    let (mut config, unknown) = match Config::from_env() {
         Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("snapkeep: {err}");
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::new(&config.log))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    if let Some(dir) = &cli.data_dir {
+        config.data_dir = dir.clone();
+    }
+    start_logging(&config);
     for name in unknown {
         tracing::warn!("ignoring unknown setting {name}");
     }
@@ -55,6 +55,38 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        offline => {
+            // The data directory as it is: no start-up cleanup, a server may be running on it.
+            let dir = config.data_dir.clone();
+            let store = Store::new(
+                config.data_dir,
+                config.fsync,
+                config.retention,
+                config.quotas,
+            );
+            match runtime.block_on(cli::run_offline(&store, &offline, cli.json)) {
+                Some(Ok(code)) => code,
+                Some(Err(err)) => {
+                    eprintln!("snapkeep: {err:#} (data directory {})", dir.display());
+                    ExitCode::from(2)
+                }
+                None => unreachable!("every other subcommand is matched above"),
+            }
+        }
+    }
+}
+
+/// Log lines go to stderr: readable text by default, or with `SNAPKEEP_LOG_FORMAT=json` one
+/// JSON object per line, its fields at the top level (as log stacks index them) and the
+/// request's span (method, route, request id) under `span`.
+fn start_logging(config: &Config) {
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(&config.log))
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        // One span per request, so the list of spans would repeat `span`.
+        LogFormat::Json => logs.json().flatten_event(true).with_span_list(false).init(),
     }
 }
 

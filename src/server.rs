@@ -149,26 +149,41 @@ async fn accept(
     }
 }
 
-/// Once a minute: forget rate-limit buckets that are full again, and recount what the data
-/// directory holds for the quotas (noticing hand edits). The task ends with the app.
+/// Right after start and then once a minute: remove sessions idle for longer than
+/// `SNAPKEEP_SESSION_TTL`, forget rate-limit buckets that are full again, and recount what the
+/// data directory holds (noticing hand edits). The task ends with the app.
 fn spawn_housekeeping(app: &AppState) {
     let app = Arc::downgrade(app);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
-        tick.tick().await; // the first tick is immediate; serve() has just counted
         loop {
-            tick.tick().await;
+            tick.tick().await; // the first tick is immediate
             let Some(app) = app.upgrade() else { return };
             if let Some(limiters) = &app.limiters {
                 limiters.forget_idle();
             }
-            if app.config.enabled
-                && let Err(err) = app.store.recount().await
-            {
+            if !app.config.enabled {
+                continue;
+            }
+            if let Some(ttl) = app.config.session_ttl {
+                expire_idle_sessions(&app, ttl).await;
+            }
+            if let Err(err) = app.store.recount().await {
                 tracing::warn!(error = %err, "could not recount the data directory");
             }
         }
     });
+}
+
+async fn expire_idle_sessions(app: &AppState, ttl: Duration) {
+    match app.store.expire(ttl, time::OffsetDateTime::now_utc()).await {
+        Ok(removed) => {
+            for session in removed {
+                tracing::info!(%session, ?ttl, "removed a session idle for longer than SNAPKEEP_SESSION_TTL");
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "could not sweep idle sessions"),
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM (what `docker stop` sends).

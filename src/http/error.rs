@@ -12,6 +12,10 @@ use super::handlers::info_json;
 use crate::store::name::NameError;
 use crate::store::{SnapshotInfo, StoreError};
 
+/// The machine code of an error answer, left on the response for the metrics to count.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
+
 #[derive(Debug)]
 pub enum ApiError {
     /// The path has no route's shape, or is not valid percent-encoded UTF-8.
@@ -202,6 +206,7 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let mut response = (status, axum::Json(body)).into_response();
+        response.extensions_mut().insert(ErrorCode(code));
         let headers = response.headers_mut();
         match self {
             ApiError::Unauthorized => {

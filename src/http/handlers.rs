@@ -80,6 +80,7 @@ pub async fn save(
     JsonBody(body): JsonBody,
 ) -> Result<Response> {
     let saved = app.store.save(&session, body, precondition).await?;
+    app.metrics.saved(&saved);
     Ok(saved_response(&app, &session, saved))
 }
 
@@ -94,6 +95,7 @@ pub async fn patch(
         .store
         .patch(&session, patch, precondition, limit)
         .await?;
+    app.metrics.saved(&saved);
     Ok(saved_response(&app, &session, saved))
 }
 

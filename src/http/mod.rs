@@ -1,7 +1,7 @@
 //! The HTTP face of snapkeep: [`router`] is the one route table, with the layers around it.
 //! Handlers live in `handlers.rs`; the request's head is parsed in `extract.rs`, its body in
 //! `body.rs` (JSON validity in `json.rs`); checks before any route in `guard.rs`; failures in
-//! `error.rs`.
+//! `error.rs`; counting in `metrics.rs`; request logs in `trace.rs`.
 
 mod body;
 mod error;
@@ -9,6 +9,8 @@ mod extract;
 mod guard;
 mod handlers;
 mod json;
+mod metrics;
+mod trace;
 
 use std::sync::Arc;
 
@@ -20,12 +22,14 @@ use axum::middleware;
 use axum::response::Response;
 use axum::routing::get;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::{Config, CorsOrigins};
 use crate::store::Store;
 
+pub use self::metrics::Metrics;
 pub use error::ApiError;
 pub use guard::{Limiters, PeerAddr};
 
@@ -38,6 +42,8 @@ pub struct App {
     pub store: Store,
     /// Rate limiting's token buckets; `None` when it is off.
     pub limiters: Option<Arc<Limiters>>,
+    /// This app's counters, rendered by `GET /metrics`.
+    pub metrics: Metrics,
 }
 
 impl App {
@@ -53,18 +59,20 @@ impl App {
             config,
             store,
             limiters,
+            metrics: Metrics::new(),
         })
     }
 }
 
 /// Builds the whole application: routes, the guard (rate limits, switch-off, credentials,
-/// read-only), CORS, `nosniff`, and request tracing.
+/// read-only), CORS, `nosniff`, metrics, request ids and request logs.
 pub fn router(app: AppState) -> Router {
     use handlers::*;
     let base = app.config.base_path.as_str();
     let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::scrape))
         .route(base, get(status))
         .route(
             &format!("{base}/{{session}}"),
@@ -90,9 +98,23 @@ pub fn router(app: AppState) -> Router {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
-        // Refusals (503 disabled, 507 quota) are no server failures, and real failures are
-        // logged where they happen (ApiError), so the layer logs none at error level.
-        .layer(TraceLayer::new_for_http().on_failure(()))
+        // Outside CORS and the guard, so refusals are counted too.
+        .layer(middleware::from_fn_with_state(app.clone(), metrics::track))
+        // One line per request, when it is answered. Refusals (503 disabled, 507 quota) are no
+        // server failures, and real failures are logged where they happen (ApiError), so the
+        // layer logs none at error level.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(trace::span)
+                // tower-http's own "started processing request" stays, at DEBUG under
+                // `tower_http`: off by default, and how the process tests see a request begin.
+                .on_response(trace::answered)
+                .on_failure(()),
+        )
+        // Outermost, so the span above has the id: a client's own X-Request-Id is kept, else
+        // a UUID is made; either way the answer carries it.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(app)
 }
 
@@ -150,6 +172,7 @@ fn cors(origins: &CorsOrigins) -> Option<CorsLayer> {
                 header::RETRY_AFTER,
                 custom("x-snapshot-id"),
                 custom("x-snapshot-integrity"),
+                custom("x-request-id"),
             ])
             .max_age(Duration::from_secs(600)),
     )

@@ -20,7 +20,7 @@ use super::usage::Counts;
 
 const SNAPSHOT_SUFFIX: &str = ".json";
 const TEMP_SUFFIX: &str = ".json.tmp";
-const PROBE_PREFIX: &str = ".snapkeep-probe-";
+pub(super) const PROBE_PREFIX: &str = ".snapkeep-probe-";
 
 #[derive(Debug)]
 pub struct Disk {
@@ -161,18 +161,31 @@ impl Disk {
         Ok(removed)
     }
 
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directories in the data directory named like sessions, sorted.
+    pub fn sessions(&self) -> io::Result<Vec<SessionId>> {
+        let mut sessions = Vec::new();
+        for item in fs::read_dir(&self.root)? {
+            let item = item?;
+            let name = item.file_name();
+            let Some(session) = name.to_str().and_then(|n| SessionId::parse(n).ok()) else {
+                continue;
+            };
+            if item.file_type()?.is_dir() {
+                sessions.push(session);
+            }
+        }
+        sessions.sort();
+        Ok(sessions)
+    }
+
     /// Snapshot bytes and sessions (directories with at least one snapshot) in the whole tree.
     pub fn count(&self) -> io::Result<Counts> {
         let mut counts = Counts::default();
-        for item in fs::read_dir(&self.root)? {
-            let item = item?;
-            let Some(session) = item
-                .file_name()
-                .to_str()
-                .and_then(|n| SessionId::parse(n).ok())
-            else {
-                continue;
-            };
+        for session in self.sessions()? {
             let entries = self.entries(&session)?;
             counts.bytes += entries.iter().map(|e| e.bytes).sum::<u64>();
             counts.sessions += u64::from(!entries.is_empty());
@@ -200,11 +213,11 @@ fn snapshot_name(id: &SnapshotId) -> String {
     format!("{id}{SNAPSHOT_SUFFIX}")
 }
 
-fn parse_snapshot_name(name: &str) -> Option<SnapshotId> {
+pub(super) fn parse_snapshot_name(name: &str) -> Option<SnapshotId> {
     SnapshotId::parse(name.strip_suffix(SNAPSHOT_SUFFIX)?).ok()
 }
 
-fn parse_temp_name(name: &str) -> Option<SnapshotId> {
+pub(super) fn parse_temp_name(name: &str) -> Option<SnapshotId> {
     SnapshotId::parse(name.strip_prefix('.')?.strip_suffix(TEMP_SUFFIX)?).ok()
 }
 

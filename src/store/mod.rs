@@ -8,10 +8,12 @@
 mod atomic;
 mod disk;
 mod locks;
+mod maintain;
 pub mod name;
 mod precondition;
 pub mod retain;
 mod usage;
+mod verify;
 mod write;
 
 use std::io::{self, Seek};
@@ -27,9 +29,11 @@ use self::locks::SessionLocks;
 use self::name::{SessionId, SnapshotId, sha256_hex_of};
 use self::retain::Retention;
 
+pub use self::maintain::SessionSummary;
 pub use self::precondition::{Expected, Precondition};
 pub use self::usage::Counts;
 use self::usage::Usage;
+pub use self::verify::Report;
 use self::write::{Rules, save_locked};
 
 /// More writers than can ever be in flight: the stop gate's capacity.

@@ -155,6 +155,16 @@ impl SnapshotId {
         self.created
     }
 
+    /// [`Self::created_at`] as RFC 3339 with microseconds: `2026-11-23T18:53:37.123456Z`.
+    pub fn created_rfc3339(&self) -> String {
+        let format = format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+        );
+        self.created
+            .format(format)
+            .expect("a UTC time always formats")
+    }
+
     /// Whether `sha256_hex` (a full digest) starts with this id's digest digits.
     pub fn digest_matches(&self, sha256_hex: &str) -> bool {
         sha256_hex.starts_with(&self.digest)

@@ -1,8 +1,15 @@
 //! The command line: `snapkeep` (or `snapkeep serve`) runs the server; `snapkeep healthcheck`
 //! asks a running server whether it is up, for a container's `HEALTHCHECK` without curl;
-//! `snapkeep token SESSION --ttl 30d` mints a session token with the configured signing key.
+//! `snapkeep token SESSION --ttl 30d` mints a session token with the configured signing key;
+//! `list`, `show`, `verify`, `prune` and `restore` work on the data directory directly (see
+//! `inspect.rs`), with no server needed, and may run while one does.
+
+mod inspect;
+
+pub use inspect::run_offline;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -21,6 +28,12 @@ use crate::store::name::SessionId;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 pub struct Cli {
+    /// The data directory to work on (default: SNAPKEEP_DATA_DIR, or ./data).
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Print JSON instead of text (list, verify, prune, restore).
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -31,6 +44,29 @@ pub enum Command {
     Serve,
     /// Exit 0 if the server at SNAPKEEP_LISTEN answers GET /healthz with 200, else 1.
     Healthcheck,
+    /// List the sessions (count, bytes, newest), or one session's snapshots.
+    List {
+        /// The session whose snapshots to list.
+        session: Option<String>,
+    },
+    /// Print one snapshot's exact bytes (the latest by default).
+    Show {
+        session: String,
+        /// A snapshot id, or `latest`.
+        #[arg(default_value = "latest")]
+        id: String,
+    },
+    /// Check every snapshot against its digest and report corrupt, temp and stray files;
+    /// exit 1 when a snapshot is corrupt or a crash left a temp file.
+    Verify,
+    /// Apply the retention policy to every session and say what it removes and why.
+    Prune {
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Make an older snapshot the latest again, as a new snapshot with its bytes.
+    Restore { session: String, id: String },
     /// Print a token for one session, signed with SNAPKEEP_SIGNING_KEY (the token alone, for
     /// scripts).
     Token {

@@ -1,0 +1,87 @@
+//! Retention tiers on the write path, and the background sweep of idle sessions.
+
+use std::time::Duration;
+
+use snapkeep::store::name::{SnapshotId, sha256_hex};
+use time::OffsetDateTime;
+use time::macros::datetime;
+
+use crate::helpers::{TestApp, json};
+
+/// Writes a snapshot file created at `at` into `data/<session>/`, as a restore by hand would.
+fn seed(data: &std::path::Path, session: &str, at: OffsetDateTime, content: &str) -> String {
+    let id = SnapshotId::next(at, None, &sha256_hex(content.as_bytes())).unwrap();
+    let dir = data.join(session);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{id}.json")), content).unwrap();
+    id.to_string()
+}
+
+#[tokio::test]
+async fn a_write_prunes_by_the_tiers_and_keeps_one_snapshot_per_day() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    // Two snapshots on each of three past days.
+    let mut seeded = Vec::new();
+    for (n, at) in [
+        datetime!(2026-11-01 08:00 UTC),
+        datetime!(2026-11-01 20:00 UTC),
+        datetime!(2026-11-02 08:00 UTC),
+        datetime!(2026-11-02 20:00 UTC),
+        datetime!(2026-11-03 08:00 UTC),
+        datetime!(2026-11-03 20:00 UTC),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        seeded.push(seed(&data, "s", at, &format!("[{n}]")));
+    }
+    let vars = [
+        ("SNAPKEEP_RETAIN_LAST", "1"),
+        ("SNAPKEEP_RETAIN_DAILY", "3"),
+    ];
+    let app = TestApp::with_dir(temp, data, &vars).await;
+
+    let answer = json(app.post("s", "[\"today\"]").await).await;
+
+    // Today's write is the newest (last, daily); the dailies then cover Nov 3 and Nov 2, each
+    // by its newest snapshot. Everything else goes.
+    let pruned: Vec<&str> = answer["pruned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(pruned, vec![&seeded[0], &seeded[1], &seeded[2], &seeded[4]]);
+    let new = answer["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.listed("s").await,
+        vec![new, seeded[5].clone(), seeded[3].clone()]
+    );
+}
+
+#[tokio::test]
+async fn idle_sessions_are_swept_soon_after_start_and_active_ones_stay() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    seed(&data, "quiet", datetime!(2025-01-01 00:00 UTC), "[\"old\"]");
+    std::fs::write(data.join("quiet").join("NOTES.txt"), "operator's").unwrap();
+    let fresh = seed(&data, "active", OffsetDateTime::now_utc(), "[\"new\"]");
+    let app = TestApp::with_dir(temp, data.clone(), &[("SNAPKEEP_SESSION_TTL", "90d")]).await;
+
+    // The sweep runs right after start; wait for it (bounded), without a fixed sleep.
+    let swept = tokio::time::timeout(Duration::from_secs(10), async {
+        while !app.listed("quiet").await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(swept.is_ok(), "the idle session was not swept");
+    assert_eq!(app.listed("active").await, vec![fresh]);
+    let notes = data.join("quiet").join("NOTES.txt");
+    assert_eq!(
+        std::fs::read_to_string(notes).unwrap(),
+        "operator's",
+        "foreign files stay"
+    );
+}

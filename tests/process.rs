@@ -124,8 +124,16 @@ fn a_bad_setting_exits_2_with_one_line_naming_it() {
         ),
         ("SNAPKEEP_FSYNC", "sometimes", "true or false"),
         ("SNAPKEEP_LOG", "a=b=c", "a log filter"),
-        ("SNAPKEEP_BASE_PATH", "/healthz", "not /healthz, /readyz or /metrics"),
-        ("SNAPKEEP_BASE_PATH", "/metrics", "not /healthz, /readyz or /metrics"),
+        (
+            "SNAPKEEP_BASE_PATH",
+            "/healthz",
+            "not /healthz, /readyz or /metrics",
+        ),
+        (
+            "SNAPKEEP_BASE_PATH",
+            "/metrics",
+            "not /healthz, /readyz or /metrics",
+        ),
         ("SNAPKEEP_DATA_DIR", "", "a directory path"),
     ];
     for (name, value, expects) in cases {

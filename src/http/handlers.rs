@@ -54,6 +54,7 @@ pub async fn status(State(app): State<AppState>) -> Json<Value> {
         (Some(_), Some(_)) => "token+session-token",
     };
     let quotas = &config.quotas;
+    let retention = &config.retention;
     Json(json!({
         "service": "snapkeep",
         "version": env!("CARGO_PKG_VERSION"),
@@ -61,7 +62,16 @@ pub async fn status(State(app): State<AppState>) -> Json<Value> {
         "readOnly": access.read_only,
         "basePath": config.base_path,
         "maxBodyBytes": config.max_body_bytes,
-        "retention": { "last": config.retention.last.get() },
+        "retention": {
+            "last": retention.last.get(),
+            "hourly": retention.hourly,
+            "daily": retention.daily,
+            "weekly": retention.weekly,
+            "monthly": retention.monthly,
+            "yearly": retention.yearly,
+            "withinSeconds": retention.within.map(|d| d.as_secs()),
+            "sessionTtlSeconds": config.session_ttl.map(|d| d.as_secs()),
+        },
         "auth": auth,
         "limits": {
             "requestsPerSecond": config.rate_limit.map(|r| r.per_second.get()),

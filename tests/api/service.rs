@@ -33,6 +33,9 @@ async fn readyz_is_503_when_the_data_dir_is_gone() {
 async fn status_describes_the_service() {
     let app = TestApp::with(&[
         ("SNAPKEEP_RETAIN_LAST", "4"),
+        ("SNAPKEEP_RETAIN_DAILY", "7"),
+        ("SNAPKEEP_RETAIN_WITHIN", "36h"),
+        ("SNAPKEEP_SESSION_TTL", "90d"),
         ("SNAPKEEP_MAX_BODY_BYTES", "2048"),
     ])
     .await;
@@ -44,6 +47,10 @@ async fn status_describes_the_service() {
     assert_eq!(body["enabled"], true);
     assert_eq!(body["maxBodyBytes"], 2048);
     assert_eq!(body["retention"]["last"], 4);
+    assert_eq!(body["retention"]["daily"], 7);
+    assert_eq!(body["retention"]["monthly"], 0);
+    assert_eq!(body["retention"]["withinSeconds"], 36 * 3600);
+    assert_eq!(body["retention"]["sessionTtlSeconds"], 90 * 86_400);
     assert_eq!(body["auth"], "none");
 }
 

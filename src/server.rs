@@ -156,6 +156,7 @@ fn spawn_housekeeping(app: &AppState) {
     let app = Arc::downgrade(app);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
+        let mut first = true;
         loop {
             tick.tick().await; // the first tick is immediate
             let Some(app) = app.upgrade() else { return };
@@ -168,7 +169,10 @@ fn spawn_housekeeping(app: &AppState) {
             if let Some(ttl) = app.config.session_ttl {
                 expire_idle_sessions(&app, ttl).await;
             }
-            if let Err(err) = app.store.recount().await {
+            // Start-up has just counted; from the second tick on, notice hand edits.
+            if !std::mem::take(&mut first)
+                && let Err(err) = app.store.recount().await
+            {
                 tracing::warn!(error = %err, "could not recount the data directory");
             }
         }

@@ -199,11 +199,16 @@ impl Store {
     }
 
     /// Counts the snapshot bytes and sessions on disk again, so files added or removed by hand
-    /// are noticed. A write booked during the count may be off until the next one.
+    /// are noticed. A count that overlapped a write or delete is dropped (it may have missed
+    /// it); the next one, a minute later, tries again.
     pub async fn recount(&self) -> Result<(), StoreError> {
         let (usage, disk) = (self.usage.clone(), self.disk.clone());
         blocking(move || {
-            usage.set(disk.count()?);
+            let generation = usage.generation();
+            let counts = disk.count()?;
+            if !usage.set_if_unchanged(generation, counts) {
+                tracing::debug!("writes during the recount; keeping the booked counts");
+            }
             Ok(())
         })
         .await

@@ -64,47 +64,80 @@ pub fn admit(quotas: &Quotas, counts: Counts, change: &Change) -> Result<(), Ove
 /// The current counts, shared by all requests.
 #[derive(Debug, Default)]
 pub struct Usage {
-    counts: Mutex<Counts>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    counts: Counts,
+    /// Bumped by every booking, so a recount can tell whether one happened while it scanned.
+    generation: u64,
 }
 
 impl Usage {
     pub fn get(&self) -> Counts {
-        *self.counts.lock().expect("usage lock poisoned")
+        self.lock().counts
     }
 
-    /// Replaces the counts with a fresh count from disk.
-    pub fn set(&self, counts: Counts) {
-        *self.counts.lock().expect("usage lock poisoned") = counts;
+    /// The generation to pass to [`Usage::set_if_unchanged`] once a scan of the disk is done.
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// Installs `counts` from a scan of the disk that started at `generation`, unless a write
+    /// or delete was booked meanwhile (then the scan may have missed it, and the next recount
+    /// tries again). Returns whether it did.
+    pub fn set_if_unchanged(&self, generation: u64, counts: Counts) -> bool {
+        let mut state = self.lock();
+        let unchanged = state.generation == generation;
+        if unchanged {
+            state.counts = counts;
+        }
+        unchanged
     }
 
     /// Checks `change` against `quotas` and, when it fits, books it: one critical section, so
     /// two sessions writing at once cannot both squeeze under the total.
     pub fn admit(&self, quotas: &Quotas, change: &Change) -> Result<(), OverQuota> {
-        let mut counts = self.counts.lock().expect("usage lock poisoned");
-        admit(quotas, *counts, change)?;
-        counts.bytes = (counts.bytes + change.added).saturating_sub(change.removed);
-        counts.sessions += u64::from(change.new_session);
+        let mut state = self.lock();
+        admit(quotas, state.counts, change)?;
+        state.book(|c| {
+            c.bytes = (c.bytes + change.added).saturating_sub(change.removed);
+            c.sessions += u64::from(change.new_session);
+        });
         Ok(())
     }
 
     /// Books bytes removed by a delete, and sessions that are gone.
     pub fn remove(&self, bytes: u64, sessions: u64) {
-        let mut counts = self.counts.lock().expect("usage lock poisoned");
-        counts.bytes = counts.bytes.saturating_sub(bytes);
-        counts.sessions = counts.sessions.saturating_sub(sessions);
+        self.lock().book(|c| {
+            c.bytes = c.bytes.saturating_sub(bytes);
+            c.sessions = c.sessions.saturating_sub(sessions);
+        });
     }
 
     /// Books bytes again that an admitted change meant to remove but could not.
     pub fn keep(&self, bytes: u64) {
-        self.counts.lock().expect("usage lock poisoned").bytes += bytes;
+        self.lock().book(|c| c.bytes += bytes);
     }
 
+    /// Takes back an admitted change whose write failed.
     pub fn undo(&self, change: &Change) {
-        let mut counts = self.counts.lock().expect("usage lock poisoned");
-        counts.bytes = (counts.bytes + change.removed).saturating_sub(change.added);
-        counts.sessions = counts
-            .sessions
-            .saturating_sub(u64::from(change.new_session));
+        self.lock().book(|c| {
+            c.bytes = (c.bytes + change.removed).saturating_sub(change.added);
+            c.sessions = c.sessions.saturating_sub(u64::from(change.new_session));
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("usage lock poisoned")
+    }
+}
+
+impl State {
+    fn book(&mut self, change: impl FnOnce(&mut Counts)) {
+        change(&mut self.counts);
+        self.generation += 1;
     }
 }
 
@@ -271,5 +304,24 @@ mod tests {
         );
         usage.undo(&first);
         assert_eq!(usage.get(), Counts::default());
+    }
+
+    #[test]
+    fn a_recount_that_raced_a_booking_is_not_installed() {
+        let usage = Usage::default();
+        let scan_started = usage.generation();
+        usage.keep(10); // a write booked while the disk was being scanned
+        let stale_scan = Counts {
+            bytes: 0,
+            sessions: 0,
+        };
+        assert!(!usage.set_if_unchanged(scan_started, stale_scan));
+        assert_eq!(usage.get().bytes, 10);
+        let fresh_scan = Counts {
+            bytes: 10,
+            sessions: 1,
+        };
+        assert!(usage.set_if_unchanged(usage.generation(), fresh_scan));
+        assert_eq!(usage.get(), fresh_scan);
     }
 }

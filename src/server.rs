@@ -166,7 +166,10 @@ fn spawn_housekeeping(app: &AppState) {
             if !app.config.enabled {
                 continue;
             }
-            if let Some(ttl) = app.config.session_ttl {
+            // A read-only server deletes nothing, idle sessions included.
+            if let Some(ttl) = app.config.session_ttl
+                && !app.config.access.read_only
+            {
                 expire_idle_sessions(&app, ttl).await;
             }
             // Start-up has just counted; from the second tick on, notice hand edits.

@@ -737,7 +737,20 @@ fn restoring_the_latest_is_deduplicated_and_writes_nothing() {
     assert_eq!(json.json()["deduplicated"], true);
     assert_eq!(json.json()["id"], seeded.s[2].as_str());
     assert_eq!(json.json()["pruned"], json!([]));
-    assert_eq!(tree(seeded.data.path()), before);
+    // Same files, same bytes. Only the latest's mtime moves: a deduplicated save marks the
+    // session as in use, for the idle-session sweep.
+    let after = tree(seeded.data.path());
+    let bytes = |t: &BTreeMap<PathBuf, (Vec<u8>, SystemTime)>| {
+        t.iter()
+            .map(|(p, (b, _))| (p.clone(), b.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(bytes(&after), bytes(&before));
+    let latest = seeded.data.path().join(format!("s/{}.json", seeded.s[2]));
+    assert!(
+        after[&latest].1 > before[&latest].1,
+        "the latest was touched"
+    );
 }
 
 #[test]
@@ -758,14 +771,72 @@ fn restore_of_an_unknown_snapshot_exits_2_with_one_line_and_writes_nothing() {
 }
 
 #[test]
-fn restore_of_a_corrupt_snapshot_says_its_content_does_not_match_its_digest() {
+fn restore_of_a_corrupt_snapshot_is_refused_without_force() {
     let seeded = seeded();
     let path = seeded.data.path().join(format!("s/{}.json", seeded.s[0]));
     std::fs::write(path, "tampered").unwrap();
+    let before = tree(seeded.data.path());
 
     let run = cli(seeded.data.path(), &[], &["restore", "s", &seeded.s[0]]);
 
+    assert_one_error_line(&run, "does not match its digest");
+    assert!(run.stderr.contains("--force"), "{run:?}");
+    assert_eq!(tree(seeded.data.path()), before, "nothing written");
+}
+
+#[test]
+fn restore_of_a_corrupt_snapshot_with_force_restores_it_and_warns() {
+    let seeded = seeded();
+    let path = seeded.data.path().join(format!("s/{}.json", seeded.s[0]));
+    std::fs::write(path, "\"tampered\"").unwrap();
+
+    let run = cli(
+        seeded.data.path(),
+        &[],
+        &["restore", "s", &seeded.s[0], "--force"],
+    );
+
+    assert_eq!(run.code, Some(0), "{run:?}");
     assert!(run.stderr.contains("does not match its digest"), "{run:?}");
+    let show = cli(seeded.data.path(), &[], &["show", "s"]);
+    assert_eq!(show.stdout, "\"tampered\"");
+}
+
+#[test]
+fn restore_counts_the_whole_directory_against_the_total_quota() {
+    let seeded = seeded();
+    let total: u64 = walk_bytes(seeded.data.path());
+    let limit = total.to_string();
+
+    let run = cli(
+        seeded.data.path(),
+        &[
+            ("SNAPKEEP_MAX_TOTAL_BYTES", &limit),
+            ("SNAPKEEP_RETAIN_LAST", "100"),
+        ],
+        &["restore", "s", &seeded.s[0]],
+    );
+
+    assert_one_error_line(&run, "SNAPKEEP_MAX_TOTAL_BYTES");
+}
+
+#[test]
+fn verify_of_a_missing_data_dir_exits_2() {
+    let missing = tempfile::tempdir().unwrap().path().join("nothing-here");
+
+    let run = cli(&missing, &[], &["verify"]);
+
+    assert_eq!(run.code, Some(2), "{run:?}");
+}
+
+/// Bytes of every snapshot file under `dir`.
+fn walk_bytes(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
 }
 
 #[test]

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::Command;
 use crate::store::name::{SessionId, SnapshotId};
-use crate::store::{Report, SnapshotInfo, Store, Which};
+use crate::store::{Report, SnapshotInfo, Store, StoreError, Which};
 
 /// Runs one of the data-directory subcommands; `None` when `command` is not one of them.
 pub async fn run_offline(
@@ -27,7 +27,7 @@ pub async fn run_offline(
         Command::Show { session, id } => show(store, session, id).await,
         Command::Verify => verify(store, json).await,
         Command::Prune { dry_run } => prune(store, *dry_run, json).await,
-        Command::Restore { session, id } => restore(store, session, id, json).await,
+        Command::Restore { session, id, force } => restore(store, session, id, *force, json).await,
         _ => return None,
     };
     Some(result)
@@ -189,17 +189,29 @@ async fn prune(store: &Store, dry_run: bool, json: bool) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-async fn restore(store: &Store, session: &str, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+async fn restore(
+    store: &Store,
+    session: &str,
+    id: &str,
+    force: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let session = session_arg(session)?;
     let id = id_arg(id)?;
-    let (saved, intact) = store
-        .restore(&session, &id)
-        .await
-        .with_context(|| format!("cannot restore {id} of session {session}"))?;
+    // The quotas count the whole directory, which this process has not counted yet.
+    store.recount().await?;
+
+    let (saved, intact) = match store.restore(&session, &id, force).await {
+        Err(StoreError::Damaged) => anyhow::bail!(
+            "cannot restore {id} of session {session}: {}; add --force to restore it anyway",
+            StoreError::Damaged
+        ),
+        other => other.with_context(|| format!("cannot restore {id} of session {session}"))?,
+    };
     if !intact {
         eprintln!(
             "snapkeep: warning: {id}'s content does not match its digest (edited or corrupted); \
-             it was restored as it is"
+             it was restored as it is (--force)"
         );
     }
     if json {

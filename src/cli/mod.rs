@@ -66,7 +66,13 @@ pub enum Command {
         dry_run: bool,
     },
     /// Make an older snapshot the latest again, as a new snapshot with its bytes.
-    Restore { session: String, id: String },
+    Restore {
+        session: String,
+        id: String,
+        /// Restore it even when it no longer matches its digest.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print a token for one session, signed with SNAPKEEP_SIGNING_KEY (the token alone, for
     /// scripts).
     Token {

@@ -459,6 +459,16 @@ mod tests {
                 "{message}"
             );
         }
+        for (name, value) in [
+            ("SNAPKEEP_RETAIN_WITHIN", "1m"),
+            ("SNAPKEEP_SESSION_TTL", "30m"),
+        ] {
+            let message = error(&[(name, value)]);
+            assert!(
+                message.contains("at least 1h") && message.contains("m is minutes"),
+                "{message}"
+            );
+        }
         let burst = error(&[("SNAPKEEP_RATE_BURST", "10")]);
         assert!(burst.contains("needs SNAPKEEP_RATE_LIMIT"), "{burst}");
     }

@@ -235,14 +235,23 @@ pub(super) fn networks(value: &Option<String>, name: &str) -> Result<Vec<IpNet>,
         .collect()
 }
 
-/// An optional duration (`None` when unset), such as `7d` or `90d`.
+/// An optional span of history (`None` when unset), such as `7d` or `90d`: at least an hour.
+/// Shorter is refused rather than obeyed, because it deletes history fast and is most likely
+/// `m` meant as months (as in restic) where it means minutes.
 pub(super) fn optional_duration(
     value: &Option<String>,
     name: &str,
 ) -> Result<Option<Duration>, ConfigError> {
-    match value {
-        None => Ok(None),
-        Some(text) => duration(value, name, text).map(Some),
+    let Some(text) = value else {
+        return Ok(None);
+    };
+    match duration(value, name, text)? {
+        d if d >= Duration::from_secs(3600) => Ok(Some(d)),
+        _ => Err(invalid(
+            name,
+            "at least 1h, such as 36h, 7d or 6months (m is minutes)",
+            text,
+        )),
     }
 }
 

@@ -235,6 +235,9 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::NotFound => ApiError::NotFound("No such snapshot."),
             StoreError::ShuttingDown => ApiError::ShuttingDown,
+            // No HTTP route restores yet; when one does, a damaged snapshot is the server's
+            // problem to report, not the client's mistake.
+            StoreError::Damaged => ApiError::Internal,
             StoreError::PreconditionFailed { latest } => ApiError::PreconditionFailed { latest },
             StoreError::TooLarge { limit } => ApiError::BodyTooLarge { limit },
             StoreError::SessionBlocked => ApiError::SessionBlocked,

@@ -10,6 +10,7 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use walkdir::WalkDir;
 
@@ -81,6 +82,19 @@ impl Disk {
             return Err(io::ErrorKind::NotFound.into());
         }
         Ok((file, meta.len()))
+    }
+
+    /// When the snapshot file was last touched (written, or saved again unchanged).
+    pub fn modified(&self, session: &SessionId, id: &SnapshotId) -> io::Result<SystemTime> {
+        fs::metadata(self.snapshot_path(session, id))?.modified()
+    }
+
+    /// Marks the snapshot as saved again just now (its bytes stay as they are).
+    pub fn touch(&self, session: &SessionId, id: &SnapshotId) -> io::Result<()> {
+        let file = File::options()
+            .write(true)
+            .open(self.snapshot_path(session, id))?;
+        file.set_modified(SystemTime::now())
     }
 
     pub fn read(&self, session: &SessionId, id: &SnapshotId) -> io::Result<Vec<u8>> {

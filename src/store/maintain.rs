@@ -73,12 +73,14 @@ impl Store {
     }
 
     /// Makes snapshot `id` the session's latest again, as a new snapshot with the same bytes
-    /// (deduplicated when it already is the latest). Also says whether the old snapshot was
-    /// intact: a damaged one would otherwise come back under a new, valid-looking id.
+    /// (deduplicated when it already is the latest). A snapshot that no longer matches its
+    /// digest is refused ([`StoreError::Damaged`]) unless `force`: it would otherwise come back
+    /// under a new, valid-looking id. Also says whether it was intact.
     pub async fn restore(
         &self,
         session: &SessionId,
         id: &SnapshotId,
+        force: bool,
     ) -> Result<(Saved, bool), StoreError> {
         let (disk, session_owned, wanted) = (self.disk.clone(), session.clone(), id.clone());
         let content = blocking(move || match disk.read(&session_owned, &wanted) {
@@ -88,14 +90,18 @@ impl Store {
         })
         .await?;
         let intact = id.digest_matches(&sha256_hex(&content));
+        if !intact && !force {
+            return Err(StoreError::Damaged);
+        }
         let saved = self
             .save(session, content.into(), Precondition::default())
             .await?;
         Ok((saved, intact))
     }
 
-    /// Removes every session whose newest snapshot is older than `ttl` at `now`, and returns
-    /// them. Each is checked again under its lock, so a session written meanwhile stays.
+    /// Removes every session idle for longer than `ttl` at `now`: its newest snapshot was
+    /// neither written nor saved again unchanged since. Each is checked again under its lock,
+    /// so a session written meanwhile stays.
     pub async fn expire(
         &self,
         ttl: Duration,
@@ -107,14 +113,11 @@ impl Store {
         else {
             return Ok(Vec::new());
         };
-        let idle = |summary: &SessionSummary| {
-            summary
-                .newest
-                .as_ref()
-                .is_some_and(|n| n.id.created_at() < cutoff)
-        };
         let mut removed = Vec::new();
-        for summary in self.sessions().await?.into_iter().filter(idle) {
+        for summary in self.sessions().await? {
+            if summary.newest.is_none_or(|n| n.id.created_at() >= cutoff) {
+                continue; // cheap first look: written recently, or empty
+            }
             let pass = self.enter().await?;
             let guard = self.locks.write(&summary.session).await;
             let (disk, session, usage) = (
@@ -125,12 +128,20 @@ impl Store {
             let gone = blocking(move || {
                 let _held = (pass, guard);
                 let entries = disk.entries(&session)?;
-                let still_idle = newest(&entries).is_some_and(|n| n.id.created_at() < cutoff);
-                if still_idle {
-                    disk.remove_session(&session)?;
-                    usage.remove(entries.iter().map(|e| e.bytes).sum(), 1);
+                let Some(newest) = newest(&entries) else {
+                    return Ok(false);
+                };
+                let touched = disk
+                    .modified(&session, &newest.id)
+                    .map(OffsetDateTime::from);
+                let last_used =
+                    touched.map_or(newest.id.created_at(), |t| t.max(newest.id.created_at()));
+                if last_used >= cutoff {
+                    return Ok(false);
                 }
-                Ok(still_idle)
+                disk.remove_session(&session)?;
+                usage.remove(entries.iter().map(|e| e.bytes).sum(), 1);
+                Ok(true)
             })
             .await?;
             if gone {

@@ -47,6 +47,12 @@ const PATCHES_AT_ONCE: usize = 2;
 pub enum StoreError {
     #[error("no such snapshot")]
     NotFound,
+    /// A snapshot to restore no longer matches its digest (edited or corrupted).
+    #[error(
+        "the snapshot does not match its digest (edited or corrupted); restoring it would give \
+         the damaged bytes a new, valid-looking id"
+    )]
+    Damaged,
     /// The server is stopping: no new write starts.
     #[error("the store is closed for writes: the server is stopping")]
     ShuttingDown,

@@ -79,8 +79,9 @@ pub struct Decision {
 ///
 /// restic's semantics: walking from the newest, a tier (hourly, daily, …) keeps a snapshot
 /// when it is the newest of a period (hour, day, ISO week, month, year) that no kept snapshot
-/// of that tier has covered yet, until the tier has kept its N. `within` keeps everything
-/// created within that long of the session's newest snapshot.
+/// of that tier has covered yet, until the tier has kept its N; the oldest snapshot is kept
+/// too while a tier has counts left. `within` keeps everything created strictly within that
+/// long of the session's newest snapshot. Periods are in UTC (restic uses local time).
 pub fn plan(ids: &[SnapshotId], policy: &Retention) -> Vec<Decision> {
     let mut sorted: Vec<&SnapshotId> = ids.iter().collect();
     sorted.sort_unstable_by(|a, b| b.cmp(a));
@@ -103,6 +104,7 @@ pub fn plan(ids: &[SnapshotId], policy: &Retention) -> Vec<Decision> {
         Tier::new(Reason::Monthly, policy.monthly),
         Tier::new(Reason::Yearly, policy.yearly),
     ];
+    let oldest = sorted.len() - 1;
     sorted
         .into_iter()
         .enumerate()
@@ -115,8 +117,14 @@ pub fn plan(ids: &[SnapshotId], policy: &Retention) -> Vec<Decision> {
             if rank < policy.last.get() {
                 kept_by.push(Reason::Last);
             }
-            kept_by.extend(tiers.iter_mut().filter_map(|tier| tier.keeps(created)));
-            if within_from.is_some_and(|from| created >= from) {
+            let is_oldest = rank == oldest;
+            kept_by.extend(
+                tiers
+                    .iter_mut()
+                    .filter_map(|tier| tier.keeps(created, is_oldest)),
+            );
+            // Strictly within, as restic counts it.
+            if within_from.is_some_and(|from| created > from) {
                 kept_by.push(Reason::Within);
             }
             Decision {
@@ -154,10 +162,12 @@ impl Tier {
         }
     }
 
-    /// Whether this tier keeps a snapshot created at `t` (called newest first).
-    fn keeps(&mut self, t: time::OffsetDateTime) -> Option<Reason> {
+    /// Whether this tier keeps a snapshot created at `t` (called newest first). As in restic,
+    /// the oldest snapshot is also kept while the tier has counts left, even in a period
+    /// already covered: that keeps the longest history the counts allow.
+    fn keeps(&mut self, t: time::OffsetDateTime, is_oldest: bool) -> Option<Reason> {
         let period = self.period(t);
-        if self.left == 0 || self.last_period == Some(period) {
+        if self.left == 0 || (self.last_period == Some(period) && !is_oldest) {
             return None;
         }
         self.last_period = Some(period);
@@ -437,6 +447,8 @@ mod tiers {
                 datetime!(2026-01-02 12:00 UTC)
             ]
         );
+        // 2026 and 2025 each keep their newest; the oldest (also 2025) stays too, because the
+        // tier still has counts left when the walk reaches it (restic's rule).
         let yearly = Retention {
             yearly: 5,
             ..policy(1)
@@ -444,10 +456,39 @@ mod tiers {
         assert_eq!(
             kept(&ids, &yearly),
             vec![
+                datetime!(2025-12-28 12:00 UTC),
                 datetime!(2025-12-29 12:00 UTC),
                 datetime!(2026-01-02 12:00 UTC)
             ]
         );
+    }
+
+    #[test]
+    fn a_tier_with_counts_left_also_keeps_the_oldest_snapshot_as_restic_does() {
+        let ids = vec![
+            at(datetime!(2026-11-01 09:00 UTC)),
+            at(datetime!(2026-11-01 10:00 UTC)),
+            at(datetime!(2026-11-02 09:00 UTC)),
+            at(datetime!(2026-11-02 10:00 UTC)),
+        ];
+        let p = Retention {
+            daily: 7,
+            ..policy(1)
+        };
+        assert_eq!(
+            kept(&ids, &p),
+            vec![
+                datetime!(2026-11-01 09:00 UTC),
+                datetime!(2026-11-01 10:00 UTC),
+                datetime!(2026-11-02 10:00 UTC)
+            ]
+        );
+        // With the tier used up before the walk gets there, the oldest goes like any other.
+        let used_up = Retention {
+            daily: 1,
+            ..policy(1)
+        };
+        assert_eq!(kept(&ids, &used_up), vec![datetime!(2026-11-02 10:00 UTC)]);
     }
 
     #[test]
@@ -460,8 +501,10 @@ mod tiers {
             ..policy(1)
         };
         let kept = kept(&ids, &p);
-        assert_eq!(kept.len(), 8, "the newest and the 7 days before it");
-        assert_eq!(kept[0], datetime!(2025-06-23 08:00 UTC));
+        // Strictly within 7 days of the newest (June 30): June 24 to 30; June 23 08:00 is
+        // exactly 7 days older and, as in restic, not within.
+        assert_eq!(kept.len(), 7);
+        assert_eq!(kept[0], datetime!(2025-06-24 08:00 UTC));
     }
 
     #[test]

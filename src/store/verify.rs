@@ -36,6 +36,10 @@ impl Report {
 }
 
 pub(super) fn verify(root: &Path) -> io::Result<Report> {
+    // The walk forgives what vanishes under it, but not a data directory that is not there.
+    if !std::fs::metadata(root)?.is_dir() {
+        return Err(io::ErrorKind::NotADirectory.into());
+    }
     let mut report = Report::default();
     let walk = WalkDir::new(root)
         .min_depth(1)

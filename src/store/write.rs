@@ -35,6 +35,11 @@ pub(super) fn save_locked(
         && newest.id.digest_matches(&sha256)
         && disk.read(session, &newest.id)? == content
     {
+        // Nothing new to write, but the session is in use: the idle-session sweep looks at
+        // this time, so an app that keeps saving the same state keeps its backup.
+        if let Err(err) = disk.touch(session, &newest.id) {
+            tracing::debug!(%session, error = %err, "could not touch a deduplicated snapshot");
+        }
         return Ok(Saved {
             info: newest.clone(),
             sha256,

@@ -8,13 +8,29 @@ use time::macros::datetime;
 
 use crate::helpers::{TestApp, json};
 
-/// Writes a snapshot file created at `at` into `data/<session>/`, as a restore by hand would.
+/// Writes a snapshot file created at `at` into `data/<session>/`, dated `at` as `cp -p` keeps
+/// it, as a restore by hand would.
 fn seed(data: &std::path::Path, session: &str, at: OffsetDateTime, content: &str) -> String {
     let id = SnapshotId::next(at, None, &sha256_hex(content.as_bytes())).unwrap();
     let dir = data.join(session);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(format!("{id}.json")), content).unwrap();
+    let path = dir.join(format!("{id}.json"));
+    std::fs::write(&path, content).unwrap();
+    let file = std::fs::File::options().write(true).open(&path).unwrap();
+    file.set_modified(at.into()).unwrap();
     id.to_string()
+}
+
+/// Waits (bounded) until `session` has no snapshots.
+async fn swept(app: &TestApp, session: &str) -> bool {
+    let wait = async {
+        while !app.listed(session).await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .is_ok()
 }
 
 #[tokio::test]
@@ -70,13 +86,7 @@ async fn idle_sessions_are_swept_soon_after_start_and_active_ones_stay() {
     let app = TestApp::with_dir(temp, data.clone(), &[("SNAPKEEP_SESSION_TTL", "90d")]).await;
 
     // The sweep runs right after start; wait for it (bounded), without a fixed sleep.
-    let swept = tokio::time::timeout(Duration::from_secs(10), async {
-        while !app.listed("quiet").await.is_empty() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert!(swept.is_ok(), "the idle session was not swept");
+    assert!(swept(&app, "quiet").await, "the idle session was not swept");
     assert_eq!(app.listed("active").await, vec![fresh]);
     let notes = data.join("quiet").join("NOTES.txt");
     assert_eq!(
@@ -84,4 +94,28 @@ async fn idle_sessions_are_swept_soon_after_start_and_active_ones_stay() {
         "operator's",
         "foreign files stay"
     );
+}
+
+/// An app that keeps saving the same state only ever gets deduplicated answers, so no new
+/// snapshot appears; the session is in use all the same and must not be swept.
+#[tokio::test]
+async fn a_session_that_keeps_saving_the_same_state_is_not_swept() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let state = "[\"unchanged\"]";
+    let kept = seed(&data, "steady", datetime!(2025-01-01 00:00 UTC), state);
+    seed(&data, "gone", datetime!(2025-01-01 00:00 UTC), "[\"left\"]");
+
+    // Yesterday, say, without a TTL: the save is deduplicated.
+    let app = TestApp::with_dir(temp, data.clone(), &[]).await;
+    assert_eq!(
+        json(app.post("steady", state).await).await["deduplicated"],
+        true
+    );
+    let (temp, data) = app.stop().await;
+
+    // Today, with one: the steady session stays, the one nobody saved goes.
+    let app = TestApp::with_dir(temp, data, &[("SNAPKEEP_SESSION_TTL", "90d")]).await;
+    assert!(swept(&app, "gone").await, "the idle session was not swept");
+    assert_eq!(app.listed("steady").await, vec![kept]);
 }

@@ -20,6 +20,7 @@ use metrics_exporter_prometheus::{
 };
 
 use super::error::ErrorCode;
+use super::guard::bearer;
 use super::{ApiError, AppState};
 use crate::auth::Keys;
 use crate::store::{Counts, Saved};
@@ -242,12 +243,6 @@ pub async fn scrape(State(app): State<AppState>, headers: HeaderMap) -> Result<R
     let text = app.metrics.render(app.store.counts());
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
     Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 #[cfg(test)]

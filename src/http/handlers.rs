@@ -10,8 +10,6 @@ use axum::http::{HeaderName, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
-use time::OffsetDateTime;
-use time::macros::format_description;
 use tokio_util::io::ReaderStream;
 
 use super::AppState;
@@ -196,7 +194,7 @@ impl SavedBody {
         Self {
             session: session.to_string(),
             id: saved.info.id.to_string(),
-            created_at: rfc3339(saved.info.id.created_at()),
+            created_at: saved.info.id.created_rfc3339(),
             bytes: saved.info.bytes,
             sha256: saved.sha256,
             deduplicated: saved.deduplicated,
@@ -256,19 +254,11 @@ fn snapshot_response(snapshot: Snapshot, if_none_match: Option<Expected>) -> Res
 pub fn info_json(info: &SnapshotInfo) -> Value {
     json!({
         "id": info.id.to_string(),
-        "createdAt": rfc3339(info.id.created_at()),
+        "createdAt": info.id.created_rfc3339(),
         "bytes": info.bytes,
     })
 }
 
 fn etag(info: &SnapshotInfo) -> String {
     format!("\"{}\"", info.id)
-}
-
-/// `2026-11-23T18:53:37.123456Z`: RFC 3339 with the id's microseconds.
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    ))
-    .expect("a UTC time always formats")
 }

@@ -166,10 +166,6 @@ impl Store {
         }
     }
 
-    pub fn retention(&self) -> Retention {
-        self.retention
-    }
-
     /// Snapshot bytes and sessions on disk, as counted at start and kept current since.
     pub fn counts(&self) -> Counts {
         self.usage.get()

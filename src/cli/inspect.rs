@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::Command;
 use crate::store::name::{SessionId, SnapshotId};
-use crate::store::{Report, SnapshotInfo, Store, StoreError, Which};
+use crate::store::{Opened, Report, SnapshotInfo, Store, StoreError, Which};
 
 /// Runs one of the data-directory subcommands; `None` when `command` is not one of them.
 pub async fn run_offline(
@@ -104,10 +104,13 @@ async fn show(store: &Store, session: &str, id: &str) -> anyhow::Result<ExitCode
         "latest" => Which::Latest,
         id => Which::Id(id_arg(id)?),
     };
-    let mut snapshot = store
-        .open(&session, which)
+    let opened = store
+        .open(&session, which, None)
         .await
         .with_context(|| format!("no snapshot {id} in session {session}"))?;
+    let Opened::Snapshot(mut snapshot) = opened else {
+        unreachable!("without an If-None-Match, a snapshot is always read");
+    };
     let mut out = tokio::io::stdout();
     tokio::io::copy(&mut snapshot.body, &mut out).await?;
     tokio::io::AsyncWriteExt::flush(&mut out).await?;

@@ -17,7 +17,7 @@ use super::body::{JsonBody, MergePatchBody};
 use super::error::ApiError;
 use super::extract::{Conditions, SessionPath, SnapshotPath};
 use crate::store::name::SessionId;
-use crate::store::{Expected, Saved, Snapshot, SnapshotInfo, Which};
+use crate::store::{Opened, Saved, SnapshotInfo, Which};
 
 type Result<T, E = ApiError> = std::result::Result<T, E>;
 
@@ -128,8 +128,11 @@ pub async fn latest(
     SessionPath(session): SessionPath,
     Conditions(precondition): Conditions,
 ) -> Result<Response> {
-    let snapshot = app.store.open(&session, Which::Latest).await?;
-    Ok(snapshot_response(snapshot, precondition.if_none_match))
+    let opened = app
+        .store
+        .open(&session, Which::Latest, precondition.if_none_match)
+        .await?;
+    Ok(snapshot_response(opened))
 }
 
 pub async fn snapshot(
@@ -137,8 +140,11 @@ pub async fn snapshot(
     SnapshotPath(session, id): SnapshotPath,
     Conditions(precondition): Conditions,
 ) -> Result<Response> {
-    let snapshot = app.store.open(&session, Which::Id(id)).await?;
-    Ok(snapshot_response(snapshot, precondition.if_none_match))
+    let opened = app
+        .store
+        .open(&session, Which::Id(id), precondition.if_none_match)
+        .await?;
+    Ok(snapshot_response(opened))
 }
 
 pub async fn delete_snapshot(
@@ -221,12 +227,31 @@ fn saved_response(app: &AppState, session: &SessionId, saved: Saved) -> Response
 /// client already has it (`If-None-Match`). A snapshot whose content no longer matches its id
 /// is still served (the directory is the truth, and an operator may have edited it) but says
 /// so in `X-Snapshot-Integrity: mismatch`.
-fn snapshot_response(snapshot: Snapshot, if_none_match: Option<Expected>) -> Response {
+fn snapshot_response(opened: Opened) -> Response {
+    let snapshot = match opened {
+        Opened::Unchanged(info) => {
+            return (StatusCode::NOT_MODIFIED, snapshot_headers(&info)).into_response();
+        }
+        Opened::Snapshot(snapshot) => snapshot,
+    };
     let info = &snapshot.info;
-    let cached = if_none_match.is_some_and(|tags| tags.matches(Some(&info.id)));
-    let modified = httpdate::fmt_http_date(SystemTime::from(info.id.created_at()));
     let integrity = if snapshot.intact { "ok" } else { "mismatch" };
-    let headers = [
+    let content = [
+        (header::CONTENT_TYPE, "application/json".to_owned()),
+        (header::CONTENT_LENGTH, info.bytes.to_string()),
+        (
+            HeaderName::from_static("x-snapshot-integrity"),
+            integrity.to_owned(),
+        ),
+    ];
+    let body = Body::from_stream(ReaderStream::new(snapshot.body));
+    (snapshot_headers(info), content, body).into_response()
+}
+
+/// What a `200` and a `304` for a snapshot both carry.
+fn snapshot_headers(info: &SnapshotInfo) -> [(HeaderName, String); 4] {
+    let modified = httpdate::fmt_http_date(SystemTime::from(info.id.created_at()));
+    [
         (header::ETAG, etag(info)),
         (header::LAST_MODIFIED, modified),
         (header::CACHE_CONTROL, "no-cache".to_owned()),
@@ -234,20 +259,7 @@ fn snapshot_response(snapshot: Snapshot, if_none_match: Option<Expected>) -> Res
             HeaderName::from_static("x-snapshot-id"),
             info.id.to_string(),
         ),
-        (
-            HeaderName::from_static("x-snapshot-integrity"),
-            integrity.to_owned(),
-        ),
-    ];
-    if cached {
-        return (StatusCode::NOT_MODIFIED, headers).into_response();
-    }
-    let content = [
-        (header::CONTENT_TYPE, "application/json".to_owned()),
-        (header::CONTENT_LENGTH, info.bytes.to_string()),
-    ];
-    let body = Body::from_stream(ReaderStream::new(snapshot.body));
-    (headers, content, body).into_response()
+    ]
 }
 
 /// How a snapshot is described in lists and in a `412`'s `latest`.

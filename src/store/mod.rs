@@ -132,6 +132,13 @@ pub struct Snapshot {
     pub body: SnapshotBody,
 }
 
+/// The outcome of [`Store::open`].
+pub enum Opened {
+    /// The reader already has this snapshot; nothing was read.
+    Unchanged(SnapshotInfo),
+    Snapshot(Snapshot),
+}
+
 /// Which snapshot of a session to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Which {
@@ -323,12 +330,20 @@ impl Store {
     }
 
     /// Opens one snapshot for streaming, after checking its content against its id's digest.
-    pub async fn open(&self, session: &SessionId, which: Which) -> Result<Snapshot, StoreError> {
+    ///
+    /// When the reader already has it (its id is in `unless`, a request's `If-None-Match`), the
+    /// content is neither read nor checked: [`Opened::Unchanged`].
+    pub async fn open(
+        &self,
+        session: &SessionId,
+        which: Which,
+        unless: Option<Expected>,
+    ) -> Result<Opened, StoreError> {
         // Shared with other readers; held until the file is open (an open file stays readable
         // even if a later write prunes it).
         let guard = self.locks.read(session).await;
         let (disk, session) = (self.disk.clone(), session.clone());
-        let (file, info, intact) = blocking(move || {
+        let opened = blocking(move || {
             let _guard = guard;
             let (mut file, info) = match which {
                 Which::Id(id) => {
@@ -337,6 +352,9 @@ impl Store {
                 }
                 Which::Latest => open_latest(&disk, &session)?,
             };
+            if unless.is_some_and(|tags| tags.matches(Some(&info.id))) {
+                return Ok(Err(info));
+            }
             let id = info.id.clone();
             // One extra sequential read (from the page cache, usually) buys a guarantee that
             // nothing edited or corrupted on disk is passed off as the snapshot that was saved.
@@ -345,11 +363,16 @@ impl Store {
             if !intact {
                 tracing::warn!(%session, snapshot = %id, "snapshot content does not match its digest");
             }
-            Ok((file, info, intact))
+            Ok(Ok((file, info, intact)))
         })
         .await?;
-        let body = Box::pin(tokio::fs::File::from_std(file));
-        Ok(Snapshot { info, intact, body })
+        Ok(match opened {
+            Err(unchanged) => Opened::Unchanged(unchanged),
+            Ok((file, info, intact)) => {
+                let body = Box::pin(tokio::fs::File::from_std(file));
+                Opened::Snapshot(Snapshot { info, intact, body })
+            }
+        })
     }
 
     /// Deletes one snapshot. `precondition` is checked against that snapshot's own id.

@@ -202,6 +202,9 @@ async fn if_none_match_on_reads_answers_304_without_a_body() {
     let cached = get_if(latest.clone(), quoted(&new)).await.unwrap();
     assert_eq!(cached.status(), 304);
     assert_eq!(cached.headers()["etag"], quoted(&new).as_str());
+    assert_eq!(cached.headers()["x-snapshot-id"], new.as_str());
+    // Nothing was read for a 304, so it states no integrity verdict either.
+    assert!(cached.headers().get("x-snapshot-integrity").is_none());
     assert_eq!(cached.text().await.unwrap(), "");
 
     let weak = get_if(latest.clone(), format!("W/{}", quoted(&new)))

@@ -2,20 +2,16 @@
 //! `restore`, their text and JSON output, their exit codes, and running next to a live server.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
-use snapkeep::store::name::{SnapshotId, sha256_hex};
-use time::OffsetDateTime;
 use time::macros::datetime;
 
-const BIN: &str = env!("CARGO_BIN_EXE_snapkeep");
-const BASE: &str = "/api/backup";
+mod support;
+
+use support::{BASE, Server, listed_ids, seed, snapkeep};
 
 /// What one run of the binary did.
 #[derive(Debug)]
@@ -42,34 +38,19 @@ fn squeeze(line: &str) -> String {
 }
 
 /// The binary with a clean environment (only `vars` apply), working on `data`.
-fn snapkeep(data: &Path, vars: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .env_clear()
-        .envs(vars.iter().copied())
-        .arg("--data-dir")
-        .arg(data);
+fn snapkeep_on(data: &Path, vars: &[(&str, &str)]) -> Command {
+    let mut command = snapkeep(vars);
+    command.arg("--data-dir").arg(data);
     command
 }
 
 fn cli(data: &Path, vars: &[(&str, &str)], args: &[&str]) -> Run {
-    let output = snapkeep(data, vars).args(args).output().unwrap();
+    let output = snapkeep_on(data, vars).args(args).output().unwrap();
     Run {
         code: output.status.code(),
         stdout: String::from_utf8(output.stdout).unwrap(),
         stderr: String::from_utf8(output.stderr).unwrap(),
     }
-}
-
-/// Places `content` in `session` as snapkeep would have saved it at `at`; returns its id.
-fn seed(data: &Path, session: &str, at: OffsetDateTime, content: &str) -> String {
-    let id = SnapshotId::next(at, None, &sha256_hex(content.as_bytes()))
-        .unwrap()
-        .to_string();
-    let dir = data.join(session);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(format!("{id}.json")), content).unwrap();
-    id
 }
 
 /// Makes a file look as if it was last written an hour ago.
@@ -186,8 +167,7 @@ fn list_json_gives_each_session_with_count_bytes_and_newest_id_or_null() {
 fn list_reads_the_data_dir_from_snapkeep_data_dir_when_no_flag_is_given() {
     let seeded = seeded();
 
-    let output = Command::new(BIN)
-        .env_clear()
+    let output = snapkeep(&[])
         .env("SNAPKEEP_DATA_DIR", seeded.data.path())
         .args(["list", "--json"])
         .output()
@@ -870,55 +850,9 @@ fn a_bad_retention_setting_exits_2_before_prune_touches_anything() {
 // ---------------------------------------------------------------------------------------------
 // next to a live server
 
-/// A running server on 127.0.0.1:0 over `data`; killed when dropped.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start(data: &Path, vars: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(BIN)
-            .env_clear()
-            .env("SNAPKEEP_DATA_DIR", data)
-            .env("SNAPKEEP_LISTEN", "127.0.0.1:0")
-            .envs(vars.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = mpsc::channel();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        // Keep reading so the server never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr = rest.split('/').next().unwrap().parse::<SocketAddr>();
-                    let _ = tx.send(addr.unwrap());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the server did not start");
-        Self { child, addr }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{BASE}{path}", self.addr)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn post(client: &reqwest::Client, server: &Server, session: &str, body: &str) -> String {
     let response = client
-        .post(server.url(&format!("/{session}")))
+        .post(server.url(&format!("{BASE}/{session}")))
         .header("content-type", "application/json")
         .body(body.to_owned())
         .send()
@@ -973,24 +907,15 @@ async fn restore_and_prune_from_the_cli_are_served_by_a_live_server_on_the_same_
     assert_eq!(removed.len(), 2, "{pruned:?}");
     assert!(removed.contains(&first), "{pruned:?}");
 
-    let latest = client.get(server.url("/s/latest")).send().await.unwrap();
-    assert_eq!(latest.status(), 200);
-    assert_eq!(latest.text().await.unwrap(), r#"{"v":1}"#);
-    let listed: Value = client
-        .get(server.url("/s"))
+    let latest = client
+        .get(server.url(&format!("{BASE}/s/latest")))
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
-    let listed: Vec<&str> = listed["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(listed, [new_id.as_str(), third.as_str()]);
+    assert_eq!(latest.status(), 200);
+    assert_eq!(latest.text().await.unwrap(), r#"{"v":1}"#);
+    let listed = listed_ids(&client, &server.url(&format!("{BASE}/s"))).await;
+    assert_eq!(listed, [new_id, third]);
     let verify = cli_async(data.path(), &[], &["verify"]).await;
     assert_eq!(verify.code, Some(0), "{verify:?}");
     assert_eq!(
@@ -1008,7 +933,7 @@ async fn verify_next_to_a_server_that_keeps_writing_and_pruning_finds_nothing_wr
         post(&client, &server, session, "0").await;
     }
     let writing = {
-        let (client, url) = (client.clone(), server.url(""));
+        let (client, url) = (client.clone(), server.url(BASE));
         tokio::spawn(async move {
             for n in 1usize.. {
                 let session = ["a", "b", "c"][n % 3];

@@ -1,93 +1,16 @@
 //! Tests of the real binary as a process: exit codes, configuration errors, signals, restarts
 //! and crashes (SIGKILL in the middle of a stream of writes).
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
-const BIN: &str = env!("CARGO_BIN_EXE_snapkeep");
-const BASE: &str = "/api/backup";
+mod support;
 
-/// The binary with a clean environment: only the given `SNAPKEEP_*` settings apply.
-fn snapkeep(vars: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(BIN);
-    command.env_clear().envs(vars.iter().copied());
-    command
-}
-
-/// A running `snapkeep` process on 127.0.0.1:0, with its log drained in the background.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    fn start(data: &Path, vars: &[(&str, &str)]) -> Self {
-        let mut child = snapkeep(&[])
-            .env("SNAPKEEP_DATA_DIR", data)
-            .env("SNAPKEEP_LISTEN", "127.0.0.1:0")
-            .envs(vars.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = mpsc::channel();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let sink = log.clone();
-        // Keep reading so the server never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr = rest.split('/').next().unwrap().parse::<SocketAddr>();
-                    let _ = tx.send(addr.unwrap());
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("server did not start: {:?}", log.lock().unwrap()));
-        Self { child, addr, log }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
-    }
-
-    fn wait(&mut self) -> ExitStatus {
-        for _ in 0..200 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("server did not exit within 10 s");
-    }
-
-    fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{BASE, Server, listed_ids, snapkeep};
 
 fn run(vars: &[(&str, &str)], args: &[&str]) -> Output {
     snapkeep(vars).args(args).output().unwrap()
@@ -224,20 +147,7 @@ async fn sigterm_stops_gracefully_and_a_restart_serves_the_same_snapshots() {
     assert!(server.log_text().contains("stopped"));
 
     let server = Server::start(data.path(), &[]);
-    let listed: serde_json::Value = client
-        .get(server.url(&format!("{BASE}/s")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let listed: Vec<&str> = listed["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap())
-        .collect();
+    let listed = listed_ids(&client, &server.url(&format!("{BASE}/s"))).await;
     ids.reverse();
     assert_eq!(listed, ids);
     let latest = client

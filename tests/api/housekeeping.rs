@@ -2,24 +2,11 @@
 
 use std::time::Duration;
 
-use snapkeep::store::name::{SnapshotId, sha256_hex};
 use time::OffsetDateTime;
 use time::macros::datetime;
 
 use crate::helpers::{TestApp, json};
-
-/// Writes a snapshot file created at `at` into `data/<session>/`, dated `at` as `cp -p` keeps
-/// it, as a restore by hand would.
-fn seed(data: &std::path::Path, session: &str, at: OffsetDateTime, content: &str) -> String {
-    let id = SnapshotId::next(at, None, &sha256_hex(content.as_bytes())).unwrap();
-    let dir = data.join(session);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{id}.json"));
-    std::fs::write(&path, content).unwrap();
-    let file = std::fs::File::options().write(true).open(&path).unwrap();
-    file.set_modified(at.into()).unwrap();
-    id.to_string()
-}
+use crate::support::seed;
 
 /// Waits (bounded) until `session` has no snapshots.
 async fn swept(app: &TestApp, session: &str) -> bool {

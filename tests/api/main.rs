@@ -2,6 +2,8 @@
 //! real HTTP client. One binary made of modules, so it links once.
 
 mod helpers;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod access;
 mod bad_input;

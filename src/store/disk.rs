@@ -50,9 +50,8 @@ impl Disk {
     /// The session's snapshots in no particular order; an unknown session has none, and so
     /// has a name taken by a file that is not a directory.
     pub fn entries(&self, session: &SessionId) -> io::Result<Vec<SnapshotInfo>> {
-        let dir = match fs::read_dir(self.session_dir(session)) {
-            Err(err) if no_session(&err) => return Ok(Vec::new()),
-            other => other?,
+        let Some(dir) = self.read_session(session)? else {
+            return Ok(Vec::new());
         };
         let mut entries = Vec::new();
         for item in dir {
@@ -72,6 +71,34 @@ impl Disk {
             }
         }
         Ok(entries)
+    }
+
+    /// The session's newest snapshot id, from the names alone: reading the latest needs no
+    /// `stat` of every snapshot (`readdir` already says which entries are files).
+    pub fn newest_id(&self, session: &SessionId) -> io::Result<Option<SnapshotId>> {
+        let Some(dir) = self.read_session(session)? else {
+            return Ok(None);
+        };
+        let mut newest: Option<SnapshotId> = None;
+        for item in dir {
+            let item = item?;
+            let Some(id) = item.file_name().to_str().and_then(parse_snapshot_name) else {
+                continue;
+            };
+            let is_file = item.file_type().is_ok_and(|t| t.is_file());
+            if is_file && newest.as_ref().is_none_or(|n| id > *n) {
+                newest = Some(id);
+            }
+        }
+        Ok(newest)
+    }
+
+    /// The session's directory listing; `None` when it has no directory.
+    fn read_session(&self, session: &SessionId) -> io::Result<Option<fs::ReadDir>> {
+        match fs::read_dir(self.session_dir(session)) {
+            Err(err) if no_session(&err) => Ok(None),
+            other => other.map(Some),
+        }
     }
 
     /// Opens one snapshot for reading, with its length.
@@ -135,9 +162,8 @@ impl Disk {
     /// unless files snapkeep did not make are still in it. Unknown sessions are fine.
     pub fn remove_session(&self, session: &SessionId) -> io::Result<()> {
         let dir = self.session_dir(session);
-        let items = match fs::read_dir(&dir) {
-            Err(err) if no_session(&err) => return Ok(()),
-            other => other?,
+        let Some(items) = self.read_session(session)? else {
+            return Ok(());
         };
         for item in items {
             let item = item?;

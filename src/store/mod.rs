@@ -437,8 +437,7 @@ fn open_latest(
     disk: &Disk,
     session: &SessionId,
 ) -> Result<(std::fs::File, SnapshotInfo), StoreError> {
-    let entries = disk.entries(session)?;
-    let id = newest(&entries).ok_or(StoreError::NotFound)?.id.clone();
+    let id = disk.newest_id(session)?.ok_or(StoreError::NotFound)?;
     let (file, bytes) = disk.open(session, &id).map_err(not_found)?;
     Ok((file, SnapshotInfo { id, bytes }))
 }

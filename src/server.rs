@@ -55,11 +55,7 @@ pub async fn serve(
         tracing::warn!("backups are disabled (SNAPKEEP_ENABLED=false): session routes answer 503");
     }
     let address = listener.local_addr()?;
-    tracing::info!(
-        "listening on http://{address}{} with data in {}",
-        config.base_path,
-        config.data_dir.display()
-    );
+    // Before the "listening" line, which tools (and the tests) wait for: by then it is out.
     if !address.ip().is_loopback() && !Keys::new(&config.access).required() {
         tracing::warn!(
             "{address} is reachable from other machines and neither SNAPKEEP_TOKEN nor \
@@ -67,6 +63,11 @@ pub async fn serve(
              every session"
         );
     }
+    tracing::info!(
+        "listening on http://{address}{} with data in {}",
+        config.base_path,
+        config.data_dir.display()
+    );
     spawn_housekeeping(&app);
 
     let (header_timeout, shutdown_timeout) = (config.header_timeout, config.shutdown_timeout);

@@ -85,7 +85,12 @@ pub async fn check(
     else {
         return Ok(next.run(request).await);
     };
-    let session = rest.split('/').next().filter(|s| !s.is_empty());
+    let first = rest.split('/').next().filter(|s| !s.is_empty());
+    // A session id never starts with `_`: such names are the operator's routes (`_sessions`),
+    // which no session token opens. `_ui` is the page itself, public like `/`: it asks for
+    // the token and sends it with every call it makes.
+    let session = first.filter(|name| !name.starts_with('_'));
+    let public = rest == "_ui";
     let too_many = |seconds| ApiError::TooManyRequests {
         retry_after: seconds,
     };
@@ -99,6 +104,7 @@ pub async fn check(
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     match Keys::new(&app.config.access).check(bearer(request.headers()), session, now) {
         Ok(()) => {}
+        Err(_) if public => {}
         Err(Denied::Unauthenticated) => return Err(ApiError::Unauthorized),
         Err(Denied::OtherSession) => return Err(ApiError::Forbidden),
     }

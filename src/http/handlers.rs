@@ -107,6 +107,25 @@ pub async fn patch(
     Ok(saved_response(&app, &session, saved))
 }
 
+/// Every session with its snapshot count, bytes and newest snapshot, for the inspection page.
+pub async fn sessions(State(app): State<AppState>) -> Result<Json<Value>> {
+    let sessions: Vec<Value> = app
+        .store
+        .sessions()
+        .await?
+        .iter()
+        .map(|summary| {
+            json!({
+                "session": summary.session.as_str(),
+                "snapshots": summary.snapshots,
+                "bytes": summary.bytes,
+                "newest": summary.newest.as_ref().map(info_json),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "sessions": sessions })))
+}
+
 pub async fn list(
     State(app): State<AppState>,
     SessionPath(session): SessionPath,

@@ -3,6 +3,7 @@
 //! `body.rs` (JSON validity in `json.rs`); checks before any route in `guard.rs`; failures in
 //! `error.rs`; counting in `metrics.rs`; request logs in `trace.rs`.
 
+mod assets;
 mod body;
 mod error;
 mod extract;
@@ -44,6 +45,8 @@ pub struct App {
     pub limiters: Option<Arc<Limiters>>,
     /// This app's counters, rendered by `GET /metrics`.
     pub metrics: Metrics,
+    /// The client module and the inspection page, embedded in the binary.
+    pub assets: assets::Assets,
 }
 
 impl App {
@@ -55,11 +58,13 @@ impl App {
             config.quotas,
         );
         let limiters = guard::limiters(config.rate_limit);
+        let assets = assets::Assets::new(&config.base_path);
         Arc::new(Self {
             config,
             store,
             limiters,
             metrics: Metrics::new(),
+            assets,
         })
     }
 }
@@ -73,7 +78,12 @@ pub fn router(app: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::scrape))
+        .route("/", get(assets::page))
+        .route("/snapkeep.js", get(assets::client))
         .route(base, get(status))
+        // Names starting with `_` are no session's: the operator's page and listing.
+        .route(&format!("{base}/_ui"), get(assets::page))
+        .route(&format!("{base}/_sessions"), get(sessions))
         .route(
             &format!("{base}/{{session}}"),
             get(list).post(save).patch(patch).delete(delete_session),

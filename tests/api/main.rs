@@ -7,6 +7,7 @@ mod support;
 
 mod access;
 mod bad_input;
+mod browser;
 mod concurrency;
 mod conditional;
 mod cors;

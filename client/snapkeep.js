@@ -1,0 +1,699 @@
+// snapkeep.js: the browser client of a snapkeep server. One ES module, no dependencies.
+// Saves are debounced, gzipped, and conditional (If-Match), so another tab's or device's
+// newer state is never overwritten silently; saves that fail wait in IndexedDB and are sent
+// in order once the server answers again; the last state goes out when the page is hidden.
+// Types: snapkeep.d.ts. Guide: README.md, "Use it from your web app".
+
+const QUEUE = 'queue';
+const META = 'meta';
+/** Largest body sent while the page goes away (browsers allow 64 KiB for all such requests). */
+const UNLOAD_MAX = 60000;
+/** Bodies smaller than this are not worth gzipping. */
+const GZIP_MIN = 1024;
+const TIMEOUT = 30000;
+// The outcomes of one write, besides the new snapshot's id.
+const RETRY = Symbol('retry');
+const PAUSE = Symbol('pause');
+const DROP = Symbol('drop');
+
+/** Connects to one session of a snapkeep server. See `Client`. */
+export function connect(options) {
+  return new Client(options);
+}
+
+/** A refused read: `status` and `code` are the server's (`status` 0: no answer). */
+export class SnapkeepError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.name = 'SnapkeepError';
+    this.status = status;
+    this.code = code;
+  }
+}
+
+export class Client extends EventTarget {
+  /** 'idle', or the last event: 'saving', 'saved', 'offline', 'conflict', 'error'. */
+  status = 'idle';
+  #o;
+  #endpoint;
+  #queue;
+  #ready;
+  #base = null; // id of the snapshot the local state descends from (sent as If-Match)
+  #pending = null; // { state }: saved, not yet sent
+  #since = 0; // when the oldest unsent save() came, for maxWaitMs
+  #timer;
+  #retryTimer = null; // set while waiting to retry: saves join the queue meanwhile
+  #attempt = 0;
+  #queued = 0;
+  #conflict = null; // { server, serverId, local } while paused
+  #sentKey; // localStorage key of #unacked, so that it outlives the page
+  #unacked = []; // digests of the last bodies sent and not acknowledged (at most two)
+  #fault = { status: 0, message: 'not sent yet', retryInMs: 0 }; // the last fault, for `offline`
+  #token = null; // the last token, for the synchronous send on page hide
+  #chain = Promise.resolve();
+  #hooks = []; // run before the page-hide send (mirrorLocalStorage reads its keys)
+  #listeners = [];
+
+  constructor({ url, session, token, debounceMs = 1000, maxWaitMs = 10000, gzip = true,
+    retryMs = 1000, maxRetryMs = 60000, onConflict } = {}) {
+    super();
+    if (!url || !session) throw new TypeError('snapkeep: connect() needs url and session');
+    this.url = String(url).replace(/\/+$/, '');
+    this.session = session;
+    this.#o = { token, debounceMs, maxWaitMs, gzip, retryMs, maxRetryMs, onConflict };
+    this.#endpoint = `${this.url}/${encodeURIComponent(session)}`;
+    this.#queue = new Queue(`${this.url} ${session}`);
+    this.#sentKey = `snapkeep:sent ${this.url} ${session}`;
+    this.#unacked = (storage()?.getItem(this.#sentKey) ?? '').split(' ').filter(Boolean);
+    this.#ready = this.#load();
+    const hide = () => this.#hide();
+    this.#listen(globalThis, 'pagehide', hide);
+    this.#listen(globalThis.document, 'visibilitychange', () => {
+      if (document.visibilityState === 'hidden') hide();
+    });
+    this.#listen(globalThis, 'online', () => this.#queued && this.#retryNow());
+  }
+
+  /** Saves that failed and wait to be sent again (in IndexedDB). */
+  get queued() {
+    return this.#queued;
+  }
+
+  /** The open conflict ({ local, server, serverId }), or null. */
+  get conflict() {
+    return this.#conflict && { ...this.#conflict, local: this.#local() };
+  }
+
+  /** Calls fn(detail) on each event of that type; returns a function that stops it. */
+  on(type, fn) {
+    const listener = (event) => fn(event.detail);
+    this.addEventListener(type, listener);
+    return () => this.removeEventListener(type, listener);
+  }
+
+  /** Keeps `state` to send once saves pause for debounceMs (only the last of a burst goes). */
+  save(state) {
+    if (state === undefined) throw new TypeError('snapkeep: save() needs a state');
+    if (!this.#pending) this.#since = Date.now();
+    this.#pending = { state };
+    clearTimeout(this.#timer);
+    const wait = Math.min(this.#o.debounceMs, this.#since + this.#o.maxWaitMs - Date.now());
+    this.#timer = setTimeout(() => this.flush(), Math.max(0, wait));
+  }
+
+  /**
+   * Sends the pending state (and the queue before it) now. Resolves to the id of the snapshot
+   * that holds it, or null when it was queued, paused by a conflict, or refused.
+   */
+  flush() {
+    clearTimeout(this.#timer);
+    return this.#serial(() => this.#locked(() => this.#drain()));
+  }
+
+  /** The newest snapshot ({ id, createdAt, state, integrity }), or null when there is none. */
+  latest() {
+    return this.#read('latest').then((s) => s && snapshot(s));
+  }
+
+  /** One snapshot by id. */
+  get(id) {
+    return this.#read(encodeURIComponent(id)).then(snapshot);
+  }
+
+  /** The session's snapshots, newest first: [{ id, createdAt, bytes }]. */
+  async list() {
+    const response = await this.#fetch(this.#endpoint);
+    if (!response.ok) throw await refusal(response);
+    return (await response.json()).snapshots;
+  }
+
+  /**
+   * When readLocal() gives null or undefined (the browser lost the app's state), fetches the
+   * latest snapshot and hands it to applyState(state, snapshot), making it the base of later
+   * saves; or, when saves wait in this browser's queue, the newest of those (snapshot null).
+   * Resolves to whether it applied a state.
+   */
+  async restoreIfEmpty(readLocal, applyState) {
+    await this.#ready;
+    if ((await readLocal()) != null) return false;
+    // Saves still queued here are newer than anything on the server: the newest comes back.
+    const queued = await this.#queue.last();
+    if (queued) {
+      await applyState(JSON.parse(queued.body), null);
+      return true;
+    }
+    const latest = await this.latest();
+    if (!latest) return false;
+    await this.adopt(latest);
+    await applyState(latest.state, latest);
+    return true;
+  }
+
+  /**
+   * Makes a snapshot the base of the local state, dropping unsent saves: with no argument,
+   * the server's side of the open conflict; or a snapshot from latest()/get() that the app
+   * applied itself. Resolves to its state.
+   */
+  adopt(snapshot) {
+    return this.#serial(async () => {
+      const from = snapshot ? { serverId: snapshot.id, server: snapshot.state } : this.#conflict;
+      if (!from) throw new TypeError('snapkeep: adopt() needs a snapshot when no conflict is open');
+      await this.#ready;
+      this.#pending = null;
+      this.#conflict = null;
+      await this.#setBase(from.serverId);
+      await this.#clearQueue();
+      if (this.status === 'conflict') this.status = 'idle';
+      return from.server;
+    });
+  }
+
+  /**
+   * Ends the open conflict by saving `state` (a merge; by default the local state) on top of
+   * the server's latest. Without a conflict, the same as save(state) and flush().
+   */
+  resolve(state) {
+    return this.#serial(async () => {
+      const open = this.#conflict;
+      const next = state !== undefined ? state : open && this.#local();
+      if (open) {
+        this.#conflict = null;
+        await this.#setBase(open.serverId);
+        await this.#clearQueue();
+      }
+      if (next !== undefined) this.#pending = { state: next };
+    }).then(() => this.flush());
+  }
+
+  /**
+   * Backs up these localStorage keys as one document ({ key: "value" }) and puts them back
+   * when none of them is present. Changes are saved on `storage` events (other tabs), when
+   * the app calls sync(), and when the page is hidden. Returns { restored, sync, stop }.
+   */
+  mirrorLocalStorage(keys) {
+    let last = null;
+    const read = () => {
+      const doc = {};
+      for (const key of keys) {
+        const value = localStorage.getItem(key);
+        if (value !== null) doc[key] = value;
+      }
+      return doc;
+    };
+    const sync = () => {
+      const doc = read();
+      const text = JSON.stringify(doc);
+      // An empty browser is what a restore repairs, never a state to back up.
+      if (text === last || text === '{}') return;
+      last = text;
+      this.save(doc);
+    };
+    const onStorage = (event) => {
+      if (event.storageArea === localStorage && (event.key === null || keys.includes(event.key))) sync();
+    };
+    this.#listen(globalThis, 'storage', onStorage);
+    this.#hooks.push(sync);
+    const restored = this.restoreIfEmpty(
+      () => (Object.keys(read()).length ? true : null),
+      (doc) => {
+        for (const key of keys) if (typeof doc?.[key] === 'string') localStorage.setItem(key, doc[key]);
+        last = JSON.stringify(read());
+      },
+    ).then((done) => {
+      if (!done) sync();
+      return done;
+    });
+    return {
+      restored,
+      sync,
+      stop: () => {
+        removeEventListener('storage', onStorage);
+        this.#hooks = this.#hooks.filter((hook) => hook !== sync);
+      },
+    };
+  }
+
+  /** Stops timers and listeners; unsent saves stay queued (or are dropped, if only pending). */
+  close() {
+    clearTimeout(this.#timer);
+    clearTimeout(this.#retryTimer);
+    for (const [target, type, fn] of this.#listeners) target.removeEventListener(type, fn);
+    this.#listeners = [];
+  }
+
+  // --- sending ---
+
+  async #load() {
+    if (typeof this.#o.token === 'function') await this.#auth().catch(() => {});
+    this.#base = (await this.#queue.meta()) ?? null;
+    if (this.#unacked.length) {
+      // A send whose answer this browser never read (the page was closing): if it is the
+      // latest, it is the base.
+      const latest = await this.#read('latest').catch(() => null);
+      if (latest && this.#unacked.includes(digest(latest.text))) await this.#setBase(latest.id);
+    }
+    this.#queued = await this.#queue.count();
+    if (this.#queued) {
+      this.#fault = { status: 0, message: 'saves queued before this page loaded', retryInMs: 0 };
+      this.#emit('offline', { queued: this.#queued, ...this.#fault });
+      this.#retryNow();
+    }
+  }
+
+  /** The queue, oldest first, then the pending state; stops at a fault or a conflict. */
+  async #drain() {
+    await this.#ready;
+    if (this.#conflict) return null;
+    if (this.#retryTimer) {
+      // Waiting out a fault (and maybe a Retry-After): the pending state joins the queue.
+      if (this.#pending) {
+        await this.#enqueuePending();
+        this.#emit('offline', { queued: this.#queued, ...this.#fault });
+      }
+      return null;
+    }
+    let id = this.#base;
+    for (;;) {
+      const entry = await this.#queue.first();
+      const pending = !entry && this.#pending;
+      if (!entry && !pending) return id;
+      if (pending) this.#pending = null;
+      const body = entry ? entry.body : JSON.stringify(pending.state);
+      const outcome = await this.#write(body, entry?.seq);
+      if (outcome === RETRY) {
+        if (pending) await this.#enqueue(body);
+        await this.#enqueuePending();
+        this.#emit('offline', { queued: this.#queued, ...this.#fault });
+        return null;
+      }
+      if (outcome === PAUSE) {
+        if (pending) this.#pending ??= pending;
+        this.#conflict.local = entry ? JSON.parse((await this.#queue.last()).body) : pending.state;
+        this.#paused();
+        return null;
+      }
+      id = outcome === DROP ? null : outcome;
+    }
+  }
+
+  /**
+   * One POST of `body` on top of the base (`seq`: its place in the queue, left once it is
+   * saved or refused). Resolves to the new id, RETRY, PAUSE or DROP.
+   */
+  async #write(body, seq, response, again = false) {
+    if (!response) {
+      this.#emit('saving', { bytes: size(body), queued: this.#queued });
+      this.#sent(body);
+      response = this.#post(body);
+    }
+    let answer;
+    try {
+      answer = await response;
+    } catch (error) {
+      return this.#failed(0, `no answer from the server (${error.message})`);
+    }
+    if (answer.ok) {
+      const saved = await answer.json();
+      this.#attempt = 0;
+      await this.#setBase(saved.id);
+      if (seq !== undefined) await this.#dequeue(seq);
+      this.#emit('saved', { id: saved.id, status: answer.status, createdAt: saved.createdAt,
+        bytes: saved.bytes, deduplicated: saved.deduplicated, queued: this.#queued });
+      return saved.id;
+    }
+    const problem = await answer.json().catch(() => ({}));
+    const { status } = answer;
+    const message = problem.error || `HTTP ${status}`;
+    if (status === 412) return this.#precondition(body, seq, problem, again);
+    if (retryable(status)) {
+      return this.#failed(status, message, answer.headers.get('Retry-After'));
+    }
+    if (seq !== undefined) await this.#dequeue(seq);
+    this.#emit('error', { status, code: problem.code, message, state: JSON.parse(body) });
+    return DROP;
+  }
+
+  /** A 412: our own earlier write (then go on), or another writer's (then pause). */
+  async #precondition(body, seq, problem, again) {
+    let server = null;
+    try {
+      if (problem.latest) server = await this.#read('latest');
+    } catch (error) {
+      return this.#failed(error.status ?? 0, error.message);
+    }
+    if (server && server.text === body) {
+      await this.#setBase(server.id);
+      if (seq !== undefined) await this.#dequeue(seq);
+      this.#emit('saved', { id: server.id, status: 200, createdAt: createdAt(server.id),
+        bytes: size(body), deduplicated: true, queued: this.#queued });
+      return server.id;
+    }
+    if (!again && (!server || this.#unacked.includes(digest(server.text)))) {
+      // The session was emptied, or its latest is what we sent last (an answer lost on the
+      // way, a page-hide send, another tab of ours): nothing of anyone else's to overwrite.
+      await this.#setBase(server ? server.id : null);
+      return this.#write(body, seq, undefined, true);
+    }
+    if (!server) return this.#failed(412, 'the session changed while saving');
+    this.#conflict = { serverId: server.id, server: JSON.parse(server.text), local: null };
+    return PAUSE;
+  }
+
+  #paused() {
+    const detail = { status: 412, ...this.conflict };
+    this.#emit('conflict', detail);
+    const policy = this.#o.onConflict;
+    if (policy) {
+      Promise.resolve()
+        .then(() => policy(detail))
+        .then((merged) => merged !== undefined && this.resolve(merged));
+    }
+  }
+
+  /** A fault worth another try: wait (Retry-After, else a growing backoff), then drain. */
+  #failed(status, message, retryAfter) {
+    const backoff = Math.min(this.#o.maxRetryMs, this.#o.retryMs * 2 ** this.#attempt++);
+    const wait = seconds(retryAfter) ?? backoff * (0.8 + Math.random() * 0.2);
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = setTimeout(() => this.#retryNow(), wait);
+    this.#fault = { status, message, retryInMs: Math.round(wait) };
+    return RETRY;
+  }
+
+  #retryNow() {
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = null;
+    this.flush();
+  }
+
+  async #post(body) {
+    const headers = { 'Content-Type': 'application/json', ...this.#precondHeader(), ...(await this.#auth()) };
+    let payload = body;
+    if (this.#o.gzip && typeof CompressionStream === 'function' && body.length >= GZIP_MIN) {
+      const zipped = new Blob([body]).stream().pipeThrough(new CompressionStream('gzip'));
+      payload = await new Response(zipped).blob();
+      headers['Content-Encoding'] = 'gzip';
+    }
+    return fetch(this.#endpoint, { method: 'POST', headers, body: payload, signal: timeout() });
+  }
+
+  #precondHeader() {
+    return this.#base ? { 'If-Match': `"${this.#base}"` } : { 'If-None-Match': '*' };
+  }
+
+  async #auth() {
+    const { token } = this.#o;
+    this.#token = typeof token === 'function' ? await token() : token;
+    return this.#token ? { Authorization: `Bearer ${this.#token}` } : {};
+  }
+
+  /**
+   * The page is being hidden or closed: send the pending state now, with a request that
+   * outlives the page. `fetch(keepalive)` carries If-Match and the token; where a browser
+   * lacks it, `sendBeacon` (text/plain, no headers: unconditional) when no token is needed.
+   * While saves are queued, or when the body is too large, it joins the queue instead.
+   */
+  #hide() {
+    for (const hook of this.#hooks) hook();
+    if (!this.#pending || this.#conflict) return;
+    clearTimeout(this.#timer);
+    const body = JSON.stringify(this.#pending.state);
+    const keepalive = typeof Request === 'function' && 'keepalive' in Request.prototype;
+    const beacon = !keepalive && !this.#o.token && navigator.sendBeacon;
+    this.#pending = null;
+    if (this.#queued || this.#retryTimer || size(body) > UNLOAD_MAX || !(keepalive || beacon)) {
+      // Straight into IndexedDB, not behind a request that may be waiting on a dead server.
+      this.#enqueue(body).then(() => this.#emit('offline', { queued: this.#queued, ...this.#fault }));
+      return;
+    }
+    this.#sent(body);
+    if (beacon) {
+      navigator.sendBeacon(this.#endpoint, body);
+      return;
+    }
+    const headers = { 'Content-Type': 'application/json', ...this.#precondHeader() };
+    if (this.#token) headers.Authorization = `Bearer ${this.#token}`;
+    const response = fetch(this.#endpoint, { method: 'POST', keepalive: true, headers, body });
+    this.#emit('saving', { bytes: size(body), queued: this.#queued });
+    // If the page lives on (it was only hidden), its answer counts like any save's.
+    this.#serial(async () => {
+      const outcome = await this.#write(body, undefined, response);
+      if (outcome === RETRY) {
+        await this.#enqueue(body);
+        this.#emit('offline', { queued: this.#queued, ...this.#fault });
+      }
+      if (outcome === PAUSE) {
+        this.#pending ??= { state: JSON.parse(body) };
+        this.#conflict.local = this.#local();
+        this.#paused();
+      }
+    });
+  }
+
+  // --- the queue ---
+
+  /** The pending state joins the queue (while the queue waits, order is kept so). */
+  async #enqueuePending() {
+    if (!this.#pending) return;
+    const body = JSON.stringify(this.#pending.state);
+    this.#pending = null;
+    await this.#enqueue(body);
+  }
+
+  async #enqueue(body) {
+    await this.#queue.add(body);
+    this.#queued = await this.#queue.count();
+  }
+
+  async #dequeue(seq) {
+    await this.#queue.remove(seq);
+    this.#queued = await this.#queue.count();
+  }
+
+  async #clearQueue() {
+    await this.#queue.clear();
+    this.#queued = 0;
+  }
+
+  // --- helpers ---
+
+  #local() {
+    return this.#pending ? this.#pending.state : this.#conflict.local;
+  }
+
+  /** Remembers what is sent, synchronously: the page may be gone before its answer comes. */
+  #sent(body) {
+    const sent = digest(body);
+    const previous = this.#unacked.at(-1);
+    if (previous !== sent) this.#unacked = previous ? [previous, sent] : [sent];
+    this.#remember();
+  }
+
+  #remember() {
+    try {
+      if (this.#unacked.length) storage()?.setItem(this.#sentKey, this.#unacked.join(' '));
+      else storage()?.removeItem(this.#sentKey);
+    } catch {
+      // full or blocked: remembered for this page only
+    }
+  }
+
+  /** A new base: acknowledged (or found) on the server, so nothing sent is unaccounted for. */
+  async #setBase(id) {
+    this.#base = id;
+    if (this.#unacked.length) {
+      this.#unacked = [];
+      this.#remember();
+    }
+    await this.#queue.meta(id);
+  }
+
+  /** Runs `fn` after everything started before it; the chain survives failures. */
+  #serial(fn) {
+    const run = this.#chain.then(fn);
+    this.#chain = run.catch(() => {});
+    return run;
+  }
+
+  /** One tab at a time sends a session's queue (Web Locks, where the browser has them). */
+  #locked(fn) {
+    const locks = globalThis.navigator?.locks;
+    return locks ? locks.request(`snapkeep ${this.#endpoint}`, fn) : fn();
+  }
+
+  async #fetch(url) {
+    try {
+      return await fetch(url, { headers: await this.#auth(), signal: timeout() });
+    } catch (error) {
+      throw new SnapkeepError(0, 'network', `no answer from the server (${error.message})`);
+    }
+  }
+
+  async #read(which) {
+    const response = await this.#fetch(`${this.#endpoint}/${which}`);
+    if (response.status === 404 && which === 'latest') return null;
+    if (!response.ok) throw await refusal(response);
+    const id = response.headers.get('X-Snapshot-Id') ?? response.headers.get('ETag')?.replace(/"/g, '');
+    return { id, text: await response.text(), integrity: response.headers.get('X-Snapshot-Integrity') };
+  }
+
+  #emit(type, detail) {
+    this.status = type;
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  #listen(target, type, fn) {
+    if (!target) return;
+    target.addEventListener(type, fn);
+    this.#listeners.push([target, type, fn]);
+  }
+}
+
+function snapshot({ id, text, integrity }) {
+  return { id, createdAt: createdAt(id), state: JSON.parse(text), integrity };
+}
+
+/** A snapshot id starts with its UTC creation time: 20261123T185337.123456Z-… */
+function createdAt(id) {
+  const m = /^(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)(\.\d+)?Z/.exec(id ?? '');
+  return m ? `${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}${m[7] ?? ''}Z` : null;
+}
+
+/** Network faults, timeouts, rate limits and server trouble are worth another try. */
+function retryable(status) {
+  return status === 408 || status === 429 || (status >= 500 && status !== 501 && status !== 507);
+}
+
+/** Retry-After as milliseconds: delay-seconds or an HTTP date. */
+function seconds(value) {
+  if (!value) return null;
+  const ms = /^\d+$/.test(value) ? Number(value) * 1000 : Date.parse(value) - Date.now();
+  return Number.isNaN(ms) ? null : Math.max(0, ms);
+}
+
+async function refusal(response) {
+  const problem = await response.json().catch(() => ({}));
+  return new SnapkeepError(response.status, problem.code, problem.error || `HTTP ${response.status}`);
+}
+
+function size(text) {
+  return new Blob([text]).size;
+}
+
+/** A 53-bit digest (cyrb53) and the length: tells our own body from another writer's. */
+function digest(text) {
+  let h1 = 0xdeadbeef;
+  let h2 = 0x41c6ce57;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    h1 = Math.imul(h1 ^ c, 2654435761);
+    h2 = Math.imul(h2 ^ c, 1597334677);
+  }
+  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
+  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
+  return `${text.length}:${(4294967296 * (2097151 & h2) + (h1 >>> 0)).toString(36)}`;
+}
+
+function storage() {
+  try {
+    return globalThis.localStorage;
+  } catch {
+    return null; // blocked (sandboxed frames, some privacy settings)
+  }
+}
+
+function timeout() {
+  return AbortSignal.timeout?.(TIMEOUT);
+}
+
+/** The IndexedDB queue and last-seen id of one session; in memory where IndexedDB fails. */
+class Queue {
+  #db;
+  #memory = { rows: [], seq: 0, base: null };
+
+  constructor(key) {
+    this.key = key;
+    this.#db = open().catch(() => null);
+  }
+
+  async add(body) {
+    const db = await this.#db;
+    if (!db) return void this.#memory.rows.push({ seq: ++this.#memory.seq, body });
+    await done(db, QUEUE, 'readwrite', (s) => s.add({ key: this.key, body, at: Date.now() }));
+  }
+
+  first() {
+    return this.#end('next', (rows) => rows[0]);
+  }
+
+  last() {
+    return this.#end('prev', (rows) => rows.at(-1));
+  }
+
+  async #end(direction, inMemory) {
+    const db = await this.#db;
+    if (!db) return inMemory(this.#memory.rows);
+    const cursor = await done(db, QUEUE, 'readonly',
+      (s) => s.index('key').openCursor(IDBKeyRange.only(this.key), direction));
+    return cursor && { seq: cursor.primaryKey, body: cursor.value.body };
+  }
+
+  async count() {
+    const db = await this.#db;
+    if (!db) return this.#memory.rows.length;
+    return done(db, QUEUE, 'readonly', (s) => s.index('key').count(this.key));
+  }
+
+  async remove(seq) {
+    const db = await this.#db;
+    if (!db) return void (this.#memory.rows = this.#memory.rows.filter((row) => row.seq !== seq));
+    await done(db, QUEUE, 'readwrite', (s) => s.delete(seq));
+  }
+
+  async clear() {
+    const db = await this.#db;
+    if (!db) return void (this.#memory.rows = []);
+    await done(db, QUEUE, 'readwrite', (s) => {
+      const request = s.index('key').openCursor(IDBKeyRange.only(this.key));
+      request.onsuccess = () => {
+        const cursor = request.result;
+        if (cursor) {
+          cursor.delete();
+          cursor.continue();
+        }
+      };
+    });
+  }
+
+  /** Reads the last-seen id, or stores it when given one (or null). */
+  async meta(id) {
+    const db = await this.#db;
+    if (!db) return id === undefined ? this.#memory.base : void (this.#memory.base = id);
+    if (id === undefined) return done(db, META, 'readonly', (s) => s.get(this.key));
+    await done(db, META, 'readwrite', (s) => s.put(id, this.key));
+  }
+}
+
+let database;
+function open() {
+  database ??= new Promise((resolve, reject) => {
+    const request = indexedDB.open('snapkeep', 1);
+    request.onupgradeneeded = () => {
+      request.result.createObjectStore(QUEUE, { autoIncrement: true }).createIndex('key', 'key');
+      request.result.createObjectStore(META);
+    };
+    request.onsuccess = () => resolve(request.result);
+    request.onerror = () => reject(request.error);
+  });
+  return database;
+}
+
+/** Runs `fn` in a transaction; resolves, once it commits, to the result of the request fn returns. */
+function done(db, store, mode, fn) {
+  return new Promise((resolve, reject) => {
+    const tx = db.transaction(store, mode);
+    const request = fn(tx.objectStore(store));
+    tx.oncomplete = () => resolve(request?.result);
+    tx.onerror = tx.onabort = () => reject(tx.error);
+  });
+}

@@ -1,0 +1,150 @@
+//! The browser half, built into the binary: the client module (`GET /snapkeep.js`) and the
+//! inspection page (`GET /` and `GET {base}/_ui`). Both are files in `client/`, embedded at
+//! build time, so the binary stays one file and the page works with no network beyond it.
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+
+const CLIENT: &str = include_str!("../../client/snapkeep.js");
+const PAGE: &str = include_str!("../../client/inspect.html");
+
+/// Where the page learns the API's base path: the server writes it in, once, at start.
+const BASE_PLACEHOLDER: &str = "{{SNAPKEEP_BASE}}";
+
+/// The page runs its own inline script and talks to this server only.
+const PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+    style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; \
+    frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// One embedded file, ready to answer with.
+#[derive(Debug)]
+pub struct Asset {
+    body: Bytes,
+    content_type: &'static str,
+    etag: HeaderValue,
+}
+
+impl Asset {
+    fn new(body: Bytes, content_type: &'static str) -> Self {
+        let digest = Sha256::digest(&body);
+        let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        let etag = HeaderValue::from_str(&format!("\"{hex}\"")).expect("hex is a valid header");
+        Self {
+            body,
+            content_type,
+            etag,
+        }
+    }
+
+    /// `200` with the file, or `304` when the client's `If-None-Match` names this version.
+    fn respond(&self, request: &HeaderMap) -> Response {
+        let unchanged = request
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(|tag| tag.trim().trim_start_matches("W/"))
+            .any(|tag| tag == "*" || tag.as_bytes() == self.etag.as_bytes());
+        let (status, body) = match unchanged {
+            true => (StatusCode::NOT_MODIFIED, Body::empty()),
+            false => (StatusCode::OK, Body::from(self.body.clone())),
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(header::ETAG, self.etag.clone());
+        // Always revalidated, so a new binary's file is picked up at once; the ETag makes
+        // that a 304 otherwise.
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        if status == StatusCode::OK {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(self.content_type),
+            );
+        }
+        response
+    }
+}
+
+/// The client module and the page, the page with this server's base path written in.
+#[derive(Debug)]
+pub struct Assets {
+    client: Asset,
+    page: Asset,
+}
+
+impl Assets {
+    pub fn new(base_path: &str) -> Self {
+        let page = PAGE.replace(BASE_PLACEHOLDER, &html_escape(base_path));
+        Self {
+            client: Asset::new(
+                Bytes::from_static(CLIENT.as_bytes()),
+                "text/javascript; charset=utf-8",
+            ),
+            page: Asset::new(Bytes::from(page), "text/html; charset=utf-8"),
+        }
+    }
+}
+
+pub async fn client(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    app.assets.client.respond(&headers)
+}
+
+pub async fn page(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    let mut response = app.assets.page.respond(&headers);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_POLICY),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+fn html_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_base_path_is_written_into_the_page_escaped() {
+        assert_eq!(html_escape("/a\"b<c>&'"), "/a&quot;b&lt;c&gt;&amp;&#39;");
+    }
+
+    #[test]
+    fn an_etag_names_one_version_and_matches_weakly() {
+        let asset = Asset::new(Bytes::from_static(b"hello"), "text/plain");
+        let mut headers = HeaderMap::new();
+        assert_eq!(asset.respond(&headers).status(), StatusCode::OK);
+        let tag = asset.etag.to_str().unwrap().to_owned();
+        headers.insert(
+            header::IF_NONE_MATCH,
+            format!("\"x\", W/{tag}").parse().unwrap(),
+        );
+        assert_eq!(asset.respond(&headers).status(), StatusCode::NOT_MODIFIED);
+        headers.insert(header::IF_NONE_MATCH, "\"other\"".parse().unwrap());
+        assert_eq!(asset.respond(&headers).status(), StatusCode::OK);
+    }
+}

@@ -392,6 +392,7 @@ async fn sigkill_during_writes_loses_no_acknowledged_snapshot() {
             })
             .count();
         let server = Server::start(data.path(), &vars);
+        server.wait_prepared();
         let leftovers: Vec<_> = std::fs::read_dir(&session)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())

@@ -56,6 +56,8 @@ pub enum ApiError {
     /// A quota would be passed; the sentence names which.
     QuotaExceeded(String),
     NotReady,
+    /// Start-up is still preparing the data directory; writes wait for it.
+    Preparing,
     /// The server is stopping and starts no new write.
     ShuttingDown,
     InsufficientStorage,
@@ -172,6 +174,13 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting_down",
                 "The server is stopping; nothing was written. Try again in a moment.".into(),
+            ),
+            Preparing => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "Start-up is still preparing the data directory (removing a crash's temp files, \
+                 counting snapshots); reads are served, writes wait until it is done."
+                    .into(),
             ),
             NotReady => (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -30,6 +30,10 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Value>> {
         // Nothing on disk is used while disabled, so nothing is probed either.
         return Ok(Json(json!({ "status": "ready", "enabled": false })));
     }
+    if app.store.preparing() && !app.config.access.read_only {
+        // Start-up is still removing a crash's leftovers and counting: writes wait for it.
+        return Err(ApiError::Preparing);
+    }
     // A read-only server (say, a restore replica on a read-only mount) needs to read only.
     let check = match app.config.access.read_only {
         true => app.store.check_readable().await,

@@ -181,10 +181,15 @@ impl Disk {
         }
     }
 
-    /// Creates the data directory if needed and removes temp files that a crashed run left
-    /// behind. Returns how many were removed.
-    pub fn prepare(&self) -> io::Result<usize> {
+    /// Creates the data directory if needed, and proves it can be listed.
+    pub fn create(&self) -> io::Result<()> {
         fs::create_dir_all(&self.root)?;
+        self.probe_readable()
+    }
+
+    /// Removes temp files that a crashed run left behind; returns how many. Run it while no
+    /// write is under way: it cannot tell a crash's temp file from one being written.
+    pub fn remove_leftovers(&self) -> io::Result<usize> {
         let mut removed = 0;
         let walk = WalkDir::new(&self.root).min_depth(1).max_depth(2);
         for item in walk.into_iter().filter_map(Result::ok) {

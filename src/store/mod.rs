@@ -197,13 +197,37 @@ impl Store {
             .map_err(|_| StoreError::ShuttingDown)
     }
 
-    /// Creates the data directory if needed and removes temp files of a crashed run; returns
-    /// how many were removed. Then counts what the directory holds, when quotas need it. Call
-    /// once before serving.
-    pub async fn prepare(&self) -> Result<usize, StoreError> {
+    /// Creates the data directory if needed and proves it can be listed. Call before serving.
+    pub async fn create(&self) -> Result<(), StoreError> {
         let disk = self.disk.clone();
-        let removed = blocking(move || Ok(disk.prepare()?)).await?;
+        blocking(move || Ok(disk.create()?)).await
+    }
+
+    /// Holds every write and delete back (reads go on) until the returned pass is dropped:
+    /// what start-up gives [`Store::prepare`], before the first request can arrive.
+    pub fn hold_writes(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.gate
+            .clone()
+            .try_acquire_many_owned(GATE_CAPACITY)
+            .expect("nothing writes before start-up")
+    }
+
+    /// Whether writes are still held back by start-up's [`Store::prepare`].
+    pub fn preparing(&self) -> bool {
+        self.gate.available_permits() == 0 && !self.gate.is_closed()
+    }
+
+    /// Removes the temp files of a crashed run and counts what the directory holds, while
+    /// `held` (from [`Store::hold_writes`]) keeps writes and deletes out, so neither step can
+    /// race one; returns how many temp files were removed. Reads are served meanwhile.
+    pub async fn prepare(
+        &self,
+        held: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<usize, StoreError> {
+        let disk = self.disk.clone();
+        let removed = blocking(move || Ok(disk.remove_leftovers()?)).await?;
         self.recount().await?;
+        drop(held);
         Ok(removed)
     }
 

@@ -53,11 +53,8 @@ impl TestApp {
         let shutdown = async {
             let _ = rx.await;
         };
-        let task = tokio::spawn(snapkeep::server::serve(
-            listener,
-            App::new(config),
-            shutdown,
-        ));
+        let state = App::new(config);
+        let task = tokio::spawn(snapkeep::server::serve(listener, state.clone(), shutdown));
         let app = Self {
             addr,
             client: reqwest::Client::new(),
@@ -66,14 +63,18 @@ impl TestApp {
             shutdown: Some(tx),
             task: Some(task),
         };
-        // The server answers only once it has prepared the data directory, so after this the
-        // test may look at (or change) the directory without racing the start. The probe's
-        // connection is closed, so it holds no connection slot afterwards.
+        // The server answers once it has created the data directory. The probe's connection is
+        // closed, so it holds no connection slot afterwards.
         let probe = app
             .client
             .get(app.url("/healthz"))
             .header("connection", "close");
         assert_eq!(probe.send().await.unwrap().status(), 200);
+        // Start-up prepares the directory in the background (temp files of a crash, counts);
+        // tests that look at the directory or the counts start once that is done.
+        while state.store.preparing() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         app
     }
 

@@ -90,8 +90,8 @@ async fn temp_files_of_a_crashed_run_are_removed_at_start_and_others_are_kept() 
     std::fs::write(session.join(".other.tmp"), "not ours").unwrap();
     std::fs::write(data.join(format!(".{ID}.json.tmp")), "not in a session").unwrap();
 
+    // TestApp starts the tests once start-up's preparation (this cleanup) is done.
     let app = TestApp::with_dir(temp, data, &[]).await;
-    // Serving starts after the cleanup, so the first answer proves it ran.
     assert_eq!(app.listed("s").await, vec![ID.to_string()]);
     assert_eq!(
         app.tree(),
@@ -102,6 +102,53 @@ async fn temp_files_of_a_crashed_run_are_removed_at_start_and_others_are_kept() 
             format!("s/{ID}.json"),
         ]
     );
+}
+
+/// Start-up serves reads at once and prepares the directory in the background; a write that
+/// arrives meanwhile waits for the cleanup (which could otherwise take its temp file for a
+/// crash's) and the count (which could otherwise miss it), then goes through.
+#[tokio::test]
+async fn writes_wait_for_start_up_preparation_and_reads_do_not() {
+    use snapkeep::store::{Precondition, Quotas, Store, retain::Retention};
+    let temp = tempfile::tempdir().unwrap();
+    let session = temp.path().join("s");
+    std::fs::create_dir_all(&session).unwrap();
+    std::fs::write(session.join(format!("{ID}.json")), "[\"kept\"]").unwrap();
+    std::fs::write(session.join(format!(".{ID}.json.tmp")), "[\"half").unwrap();
+    let retention = Retention::last(10.try_into().unwrap());
+    let store = std::sync::Arc::new(Store::new(
+        temp.path().to_owned(),
+        false,
+        retention,
+        Quotas::default(),
+    ));
+    store.create().await.unwrap();
+    let held = store.hold_writes();
+    assert!(store.preparing());
+
+    let s = snapkeep::store::name::SessionId::parse("s").unwrap();
+    assert_eq!(store.list(&s).await.unwrap().len(), 1, "reads go on");
+    let write = tokio::spawn({
+        let (store, s) = (store.clone(), s.clone());
+        async move {
+            let body = bytes::Bytes::from_static(b"[\"new\"]");
+            store.save(&s, body, Precondition::default()).await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(!write.is_finished(), "the write waits for the preparation");
+    assert_eq!(store.counts().sessions, 0, "nothing counted yet");
+
+    assert_eq!(
+        store.prepare(held).await.unwrap(),
+        1,
+        "the crash's temp file"
+    );
+    let saved = write.await.unwrap().unwrap();
+    assert!(!store.preparing());
+    assert_eq!(store.list(&s).await.unwrap().len(), 2);
+    assert_eq!(store.counts().sessions, 1);
+    assert_eq!(store.counts().bytes, 8 + saved.info.bytes);
 }
 
 #[tokio::test]

@@ -87,6 +87,21 @@ impl Server {
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
+
+    /// Waits until start-up has prepared the data directory (a crash's temp files removed,
+    /// snapshots counted): reads are served before that, writes wait for it.
+    pub fn wait_prepared(&self) {
+        for _ in 0..400 {
+            if self.log_text().contains("data directory ready") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!(
+            "the data directory was not ready within 10 s:\n{}",
+            self.log_text()
+        );
+    }
 }
 
 impl Drop for Server {

@@ -108,11 +108,11 @@ async fn show(store: &Store, session: &str, id: &str) -> anyhow::Result<ExitCode
         .open(&session, which, None)
         .await
         .with_context(|| format!("no snapshot {id} in session {session}"))?;
-    let Opened::Snapshot(mut snapshot) = opened else {
+    let Opened::Snapshot(snapshot) = opened else {
         unreachable!("without an If-None-Match, a snapshot is always read");
     };
     let mut out = tokio::io::stdout();
-    tokio::io::copy(&mut snapshot.body, &mut out).await?;
+    tokio::io::copy(&mut snapshot.body.into_reader(), &mut out).await?;
     tokio::io::AsyncWriteExt::flush(&mut out).await?;
     if !snapshot.intact {
         eprintln!("snapkeep: warning: this snapshot's content does not match its digest");

@@ -17,7 +17,7 @@ use super::body::{JsonBody, MergePatchBody};
 use super::error::ApiError;
 use super::extract::{Conditions, SessionPath, SnapshotPath};
 use crate::store::name::SessionId;
-use crate::store::{Opened, Saved, SnapshotInfo, Which};
+use crate::store::{Opened, Saved, SnapshotBody, SnapshotInfo, Which};
 
 type Result<T, E = ApiError> = std::result::Result<T, E>;
 
@@ -267,7 +267,10 @@ fn snapshot_response(opened: Opened) -> Response {
             integrity.to_owned(),
         ),
     ];
-    let body = Body::from_stream(ReaderStream::new(snapshot.body));
+    let body = match snapshot.body {
+        SnapshotBody::Whole(bytes) => Body::from(bytes),
+        SnapshotBody::Stream(stream) => Body::from_stream(ReaderStream::new(stream)),
+    };
     (snapshot_headers(info), content, body).into_response()
 }
 

@@ -16,7 +16,7 @@ mod usage;
 mod verify;
 mod write;
 
-use std::io::{self, Seek};
+use std::io::{self, Read, Seek};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,7 +26,7 @@ use tokio::io::AsyncRead;
 
 use self::disk::Disk;
 use self::locks::SessionLocks;
-use self::name::{SessionId, SnapshotId, sha256_hex_of};
+use self::name::{SessionId, SnapshotId, sha256_hex, sha256_hex_of};
 use self::retain::Retention;
 
 pub use self::maintain::SessionSummary;
@@ -120,8 +120,25 @@ pub struct Saved {
     pub pruned: Vec<SnapshotId>,
 }
 
-/// A snapshot's content, read as a stream so a large one is never held whole in memory.
-pub type SnapshotBody = Pin<Box<dyn AsyncRead + Send + Sync>>;
+/// Snapshots up to this size are read whole in one go; larger ones are streamed.
+const READ_WHOLE_UP_TO: u64 = 256 * 1024;
+
+/// A snapshot's content: a small one read whole (one trip to the blocking pool in all), a large
+/// one as a stream, so it is never held whole in memory.
+pub enum SnapshotBody {
+    Whole(Bytes),
+    Stream(Pin<Box<dyn AsyncRead + Send + Sync>>),
+}
+
+impl SnapshotBody {
+    /// The content as one reader, however it was read.
+    pub fn into_reader(self) -> Pin<Box<dyn AsyncRead + Send + Sync>> {
+        match self {
+            SnapshotBody::Whole(bytes) => Box::pin(std::io::Cursor::new(bytes)),
+            SnapshotBody::Stream(stream) => stream,
+        }
+    }
+}
 
 /// An opened snapshot.
 pub struct Snapshot {
@@ -369,7 +386,7 @@ impl Store {
         let (disk, session) = (self.disk.clone(), session.clone());
         let opened = blocking(move || {
             let _guard = guard;
-            let (mut file, info) = match which {
+            let (mut file, mut info) = match which {
                 Which::Id(id) => {
                     let (file, bytes) = disk.open(&session, &id).map_err(not_found)?;
                     (file, SnapshotInfo { id, bytes })
@@ -379,23 +396,30 @@ impl Store {
             if unless.is_some_and(|tags| tags.matches(Some(&info.id))) {
                 return Ok(Err(info));
             }
-            let id = info.id.clone();
-            // One extra sequential read (from the page cache, usually) buys a guarantee that
-            // nothing edited or corrupted on disk is passed off as the snapshot that was saved.
-            let intact = id.digest_matches(&sha256_hex_of(&mut file)?);
-            file.rewind()?;
+            // The content is checked against the digest in its id on every read, so nothing
+            // edited or corrupted on disk is passed off as the snapshot that was saved. A
+            // large file takes one extra sequential read for it (from the page cache, usually).
+            let (intact, body) = if info.bytes <= READ_WHOLE_UP_TO {
+                let mut bytes = Vec::with_capacity(info.bytes as usize);
+                file.read_to_end(&mut bytes)?;
+                info.bytes = bytes.len() as u64;
+                let intact = info.id.digest_matches(&sha256_hex(&bytes));
+                (intact, SnapshotBody::Whole(bytes.into()))
+            } else {
+                let intact = info.id.digest_matches(&sha256_hex_of(&mut file)?);
+                file.rewind()?;
+                let stream = Box::pin(tokio::fs::File::from_std(file));
+                (intact, SnapshotBody::Stream(stream))
+            };
             if !intact {
-                tracing::warn!(%session, snapshot = %id, "snapshot content does not match its digest");
+                tracing::warn!(%session, snapshot = %info.id, "snapshot content does not match its digest");
             }
-            Ok(Ok((file, info, intact)))
+            Ok(Ok(Snapshot { info, intact, body }))
         })
         .await?;
         Ok(match opened {
             Err(unchanged) => Opened::Unchanged(unchanged),
-            Ok((file, info, intact)) => {
-                let body = Box::pin(tokio::fs::File::from_std(file));
-                Opened::Snapshot(Snapshot { info, intact, body })
-            }
+            Ok(snapshot) => Opened::Snapshot(snapshot),
         })
     }
 

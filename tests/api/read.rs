@@ -119,3 +119,39 @@ async fn a_large_snapshot_streams_back_intact() {
     let got = response.bytes().await.unwrap();
     assert!(got == body.as_bytes(), "the streamed bytes differ");
 }
+
+/// Every read checks the content against the digest in its id, whether the snapshot is small
+/// (read whole) or large (streamed): a file edited by hand is served as it is on disk, flagged.
+#[tokio::test]
+async fn a_snapshot_edited_on_disk_is_served_as_it_is_and_flagged() {
+    let app = TestApp::spawn().await;
+    let large = format!("[{}]", vec!["\"x\""; 200_000].join(","));
+    for (session, body) in [("small", "[1,2,3]".to_owned()), ("large", large)] {
+        let id = app.save(session, &body).await;
+        let url = format!("{BASE}/{session}/{id}");
+        let intact = app.get(&url).await;
+        assert_eq!(intact.headers()["x-snapshot-integrity"], "ok", "{session}");
+        assert!(intact.bytes().await.unwrap() == body.as_bytes());
+
+        let edited = body.replacen('[', "[0,", 1);
+        std::fs::write(app.session_dir(session).join(format!("{id}.json")), &edited).unwrap();
+        for path in [url.clone(), format!("{BASE}/{session}/latest")] {
+            let response = app.get(&path).await;
+            assert_eq!(response.status(), 200, "{path}");
+            assert_eq!(
+                response.headers()["x-snapshot-integrity"],
+                "mismatch",
+                "{path}"
+            );
+            let length = response.headers()["content-length"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            assert_eq!(length, edited.len().to_string(), "{path}");
+            assert!(
+                response.bytes().await.unwrap() == edited.as_bytes(),
+                "{path}"
+            );
+        }
+    }
+}

@@ -73,24 +73,37 @@ impl Disk {
         Ok(entries)
     }
 
-    /// The session's newest snapshot id, from the names alone: reading the latest needs no
-    /// `stat` of every snapshot (`readdir` already says which entries are files).
+    /// The session's newest snapshot id, from the names alone (see [`Disk::ids`]).
     pub fn newest_id(&self, session: &SessionId) -> io::Result<Option<SnapshotId>> {
+        Ok(self.ids(session)?.into_iter().max())
+    }
+
+    /// The session's snapshot ids in no particular order, from the names alone: `readdir`
+    /// already says which entries are files, so no snapshot is `stat`ed.
+    pub fn ids(&self, session: &SessionId) -> io::Result<Vec<SnapshotId>> {
         let Some(dir) = self.read_session(session)? else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
-        let mut newest: Option<SnapshotId> = None;
+        let mut ids = Vec::new();
         for item in dir {
             let item = item?;
             let Some(id) = item.file_name().to_str().and_then(parse_snapshot_name) else {
                 continue;
             };
-            let is_file = item.file_type().is_ok_and(|t| t.is_file());
-            if is_file && newest.as_ref().is_none_or(|n| id > *n) {
-                newest = Some(id);
+            if item.file_type().is_ok_and(|t| t.is_file()) {
+                ids.push(id);
             }
         }
-        Ok(newest)
+        Ok(ids)
+    }
+
+    /// One snapshot's size; 0 when it is gone (removed by hand meanwhile).
+    pub fn size(&self, session: &SessionId, id: &SnapshotId) -> io::Result<u64> {
+        match fs::metadata(self.snapshot_path(session, id)) {
+            Ok(meta) => Ok(meta.len()),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(err) => Err(err),
+        }
     }
 
     /// The session's directory listing; `None` when it has no directory.

@@ -305,7 +305,7 @@ impl Store {
         let _permit = self.patching.acquire().await.expect("never closed");
         self.with_latest(session, precondition, move |disk, session, latest| {
             let mut document = match latest {
-                Some(info) => serde_json::from_slice(&disk.read(session, &info.id)?)
+                Some(id) => serde_json::from_slice(&disk.read(session, id)?)
                     .map_err(StoreError::LatestNotJson)?,
                 None => serde_json::Value::Object(Default::default()),
             };
@@ -328,7 +328,7 @@ impl Store {
         make: F,
     ) -> Result<Saved, StoreError>
     where
-        F: FnOnce(&Disk, &SessionId, Option<&SnapshotInfo>) -> Result<Vec<u8>, StoreError>
+        F: FnOnce(&Disk, &SessionId, Option<&SnapshotId>) -> Result<Vec<u8>, StoreError>
             + Send
             + 'static,
     {
@@ -344,15 +344,24 @@ impl Store {
         // dropped, the lock is still held until the write has really finished.
         blocking(move || {
             let _held = (pass, guard);
-            let entries = disk.entries(&session)?;
-            let newest = newest(&entries);
-            if !precondition.holds(newest.map(|e| &e.id)) {
+            // Names only: a write `stat`s just the snapshots it prunes (and all of them only
+            // when SNAPKEEP_MAX_SESSION_BYTES needs the session's total).
+            let ids = disk.ids(&session)?;
+            let newest = ids.iter().max();
+            if !precondition.holds(newest) {
+                let latest = newest.map(|id| -> io::Result<_> {
+                    let bytes = disk.size(&session, id)?;
+                    Ok(SnapshotInfo {
+                        id: id.clone(),
+                        bytes,
+                    })
+                });
                 return Err(StoreError::PreconditionFailed {
-                    latest: newest.cloned(),
+                    latest: latest.transpose()?,
                 });
             }
             let content = make(&disk, &session, newest)?;
-            save_locked(&disk, &session, &content, &entries, &rules)
+            save_locked(&disk, &session, &content, &ids, &rules)
         })
         .await
     }

@@ -23,7 +23,8 @@ pub struct Change {
     pub removed: u64,
     /// The write gives a session its first snapshot.
     pub new_session: bool,
-    /// The session's bytes after the write and its pruning.
+    /// The session's bytes after the write and its pruning (worked out only when the session
+    /// quota is on; 0 otherwise).
     pub session_bytes: u64,
 }
 

@@ -10,7 +10,7 @@ use super::disk::Disk;
 use super::name::{SessionId, SnapshotId, sha256_hex};
 use super::retain::{self, Retention};
 use super::usage::{Change, Usage};
-use super::{Quotas, Saved, SnapshotInfo, StoreError, newest};
+use super::{Quotas, Saved, SnapshotInfo, StoreError};
 
 /// What a write must respect besides the session's lock.
 pub(super) struct Rules {
@@ -19,47 +19,61 @@ pub(super) struct Rules {
     pub usage: Arc<Usage>,
 }
 
-/// Saves `content` as the newest of `entries` (the session's snapshots, read under its lock):
+/// Saves `content` as the newest of the session's snapshots `ids` (listed under its lock):
 /// dedup against the latest, choose the id, check quotas, write, prune.
 pub(super) fn save_locked(
     disk: &Disk,
     session: &SessionId,
     content: &[u8],
-    entries: &[SnapshotInfo],
+    ids: &[SnapshotId],
     rules: &Rules,
 ) -> Result<Saved, StoreError> {
     let sha256 = sha256_hex(content);
-    let newest = newest(entries);
+    let newest = ids.iter().max();
     // The id carries a digest prefix, so the file is only read when a match is likely.
     if let Some(newest) = newest
-        && newest.id.digest_matches(&sha256)
-        && disk.read(session, &newest.id)? == content
+        && newest.digest_matches(&sha256)
+        && disk.read(session, newest)? == content
     {
         // Nothing new to write, but the session is in use: the idle-session sweep looks at
         // this time, so an app that keeps saving the same state keeps its backup.
-        if let Err(err) = disk.touch(session, &newest.id) {
+        if let Err(err) = disk.touch(session, newest) {
             tracing::debug!(%session, error = %err, "could not touch a deduplicated snapshot");
         }
         return Ok(Saved {
-            info: newest.clone(),
+            info: SnapshotInfo {
+                id: newest.clone(),
+                bytes: content.len() as u64,
+            },
             sha256,
             deduplicated: true,
             pruned: Vec::new(),
         });
     }
-    let previous = newest.map(|e| &e.id);
-    let id = SnapshotId::next(OffsetDateTime::now_utc(), previous, &sha256).ok_or_else(|| {
-        io::Error::other(format!("no snapshot id exists after {}", previous.unwrap()))
+    let id = SnapshotId::next(OffsetDateTime::now_utc(), newest, &sha256).ok_or_else(|| {
+        io::Error::other(format!("no snapshot id exists after {}", newest.unwrap()))
     })?;
     let info = SnapshotInfo {
         id,
         bytes: content.len() as u64,
     };
-    let mut ids: Vec<SnapshotId> = entries.iter().map(|e| e.id.clone()).collect();
-    ids.push(info.id.clone());
-    let to_prune = retain::to_prune(&ids, &rules.retention);
+    let mut all = ids.to_vec();
+    all.push(info.id.clone());
+    let to_prune = retain::to_prune(&all, &rules.retention);
 
-    let change = planned_change(entries, &info, &to_prune);
+    // The counts need the sizes of the snapshots about to be pruned; the session's total,
+    // which takes a `stat` of every snapshot, only the session quota needs.
+    let pruned_sizes = sizes(disk, session, &to_prune)?;
+    let session_before = match rules.quotas.session_bytes {
+        Some(_) => Some(sizes(disk, session, ids)?.iter().sum()),
+        None => None,
+    };
+    let change = planned_change(
+        ids.is_empty(),
+        &info,
+        pruned_sizes.iter().sum(),
+        session_before,
+    );
     rules
         .usage
         .admit(&rules.quotas, &change)
@@ -70,19 +84,19 @@ pub(super) fn save_locked(
     }
     let pruned = to_prune
         .into_iter()
-        .filter(|old| match disk.remove(session, old) {
+        .zip(pruned_sizes)
+        .filter(|(old, bytes)| match disk.remove(session, old) {
             Ok(()) => true,
             // Someone removed it by hand meanwhile: it is gone, which is what was wanted.
             Err(err) if err.kind() == io::ErrorKind::NotFound => true,
             Err(err) => {
                 tracing::warn!(%session, snapshot = %old, error = %err, "could not prune snapshot");
                 // The quota counts already let go of it; it is still there.
-                if let Some(kept) = entries.iter().find(|e| &e.id == old) {
-                    rules.usage.keep(kept.bytes);
-                }
+                rules.usage.keep(*bytes);
                 false
             }
         })
+        .map(|(old, _)| old)
         .collect();
     Ok(Saved {
         info,
@@ -92,18 +106,22 @@ pub(super) fn save_locked(
     })
 }
 
-/// What writing `new` and pruning `to_prune` does to the counts the quotas look at.
-fn planned_change(entries: &[SnapshotInfo], new: &SnapshotInfo, to_prune: &[SnapshotId]) -> Change {
-    let removed: u64 = entries
-        .iter()
-        .filter(|e| to_prune.contains(&e.id))
-        .map(|e| e.bytes)
-        .sum();
-    let before: u64 = entries.iter().map(|e| e.bytes).sum();
+fn sizes(disk: &Disk, session: &SessionId, ids: &[SnapshotId]) -> io::Result<Vec<u64>> {
+    ids.iter().map(|id| disk.size(session, id)).collect()
+}
+
+/// What writing `new` and pruning `removed` bytes does to the counts the quotas look at;
+/// `session_before` is the session's total before the write, when the session quota is on.
+fn planned_change(
+    new_session: bool,
+    new: &SnapshotInfo,
+    removed: u64,
+    session_before: Option<u64>,
+) -> Change {
     Change {
         added: new.bytes,
         removed,
-        new_session: entries.is_empty(),
-        session_bytes: (before + new.bytes).saturating_sub(removed),
+        new_session,
+        session_bytes: session_before.map_or(0, |b| (b + new.bytes).saturating_sub(removed)),
     }
 }

@@ -422,8 +422,12 @@ export class Client extends EventTarget {
     const beacon = !keepalive && !this.#o.token && navigator.sendBeacon;
     this.#pending = null;
     if (this.#queued || this.#retryTimer || size(body) > UNLOAD_MAX || !(keepalive || beacon)) {
-      // Straight into IndexedDB, not behind a request that may be waiting on a dead server.
-      this.#enqueue(body).then(() => this.#emit('offline', { queued: this.#queued, ...this.#fault }));
+      // Straight into IndexedDB (not behind a request that may wait on a dead server), to be
+      // sent by this page if it lives on, else by the next one.
+      this.#enqueue(body).then(() => {
+        if (this.#retryTimer) this.#emit('offline', { queued: this.#queued, ...this.#fault });
+        else this.flush();
+      });
       return;
     }
     this.#sent(body);

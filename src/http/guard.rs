@@ -87,10 +87,11 @@ pub async fn check(
     };
     let first = rest.split('/').next().filter(|s| !s.is_empty());
     // A session id never starts with `_`: such names are the operator's routes (`_sessions`),
-    // which no session token opens. `_ui` is the page itself, public like `/`: it asks for
-    // the token and sends it with every call it makes.
+    // which no session token opens. The page (`_ui`) and the client module (`_snapkeep.js`)
+    // are public like `/` and `/snapkeep.js`, for apps whose proxy forwards only `{base}`:
+    // they hold no data, and the page asks for the token itself.
     let session = first.filter(|name| !name.starts_with('_'));
-    let public = rest == "_ui";
+    let public = rest == "_ui" || rest == "_snapkeep.js";
     let too_many = |seconds| ApiError::TooManyRequests {
         retry_after: seconds,
     };

@@ -83,6 +83,7 @@ pub fn router(app: AppState) -> Router {
         .route(base, get(status))
         // Names starting with `_` are no session's: the operator's page and listing.
         .route(&format!("{base}/_ui"), get(assets::page))
+        .route(&format!("{base}/_snapkeep.js"), get(assets::client))
         .route(&format!("{base}/_sessions"), get(sessions))
         .route(
             &format!("{base}/{{session}}"),

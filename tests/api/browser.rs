@@ -55,6 +55,11 @@ async fn the_client_module_is_served_as_javascript_with_an_etag() {
         .unwrap();
     assert_eq!(head.status(), 200);
     assert_eq!(header(&head, ETAG), etag);
+
+    // Also under the base, for apps whose reverse proxy forwards only that.
+    let under_base = app.get(&format!("{BASE}/_snapkeep.js")).await;
+    assert_eq!(under_base.status(), 200);
+    assert_eq!(header(&under_base, ETAG), etag);
 }
 
 #[tokio::test]
@@ -156,8 +161,11 @@ async fn with_tokens_sessions_needs_the_operator_and_the_page_stays_open() {
         .unwrap();
     assert_eq!(as_operator.status(), 200);
 
-    // The page asks for the token itself, so it loads without one; it holds no data.
-    for path in ["/".to_owned(), format!("{BASE}/_ui")] {
+    // The page asks for the token itself, so it loads without one; it and the client module
+    // hold no data.
+    let paths = ["/", "/snapkeep.js"].map(str::to_owned);
+    let under_base = ["_ui", "_snapkeep.js"].map(|p| format!("{BASE}/{p}"));
+    for path in paths.into_iter().chain(under_base) {
         assert_eq!(app.get(&path).await.status(), 200, "{path}");
     }
 }

@@ -19,10 +19,14 @@ export const SCREENSHOTS = join(HERE, 'screenshots');
 const BIN = process.env.SNAPKEEP_BIN;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
+/** What to undo when the test process exits: one listener, however many servers. */
+const atExit = [];
+process.on('exit', () => atExit.forEach((undo) => undo()));
+
 /** A fresh, empty data directory, removed when the process exits. */
 export function tempDir(prefix = 'snapkeep-browser-') {
   const dir = mkdtempSync(join(tmpdir(), prefix));
-  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  atExit.push(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
 }
 
@@ -68,7 +72,7 @@ export async function startServer({ dataDir = tempDir(), port = 0, env = {} } = 
     });
   });
   const exited = new Promise((resolve) => child.on('exit', resolve));
-  process.on('exit', () => child.kill('SIGKILL'));
+  atExit.push(() => child.kill('SIGKILL'));
   return {
     origin,
     url: origin + BASE,

@@ -1,0 +1,155 @@
+// Types for snapkeep.js, the browser client of a snapkeep server.
+// Guide: README.md, "Use it from your web app".
+
+// `T` is the type of the app's state: any value JSON.stringify can write. Default: unknown.
+
+export interface ConnectOptions<T = unknown> {
+  /** The API base, e.g. "https://app.example.com/api/backup" (snapkeep's SNAPKEEP_BASE_PATH). */
+  url: string;
+  /** The session id: 1 to 128 of A-Z a-z 0-9 . _ -, starting with a letter or digit. */
+  session: string;
+  /**
+   * A session token (sent as `Authorization: Bearer …`), or a function giving one, called
+   * before each request (cache it yourself). Needed when the server has SNAPKEEP_SIGNING_KEY.
+   */
+  token?: string | (() => string | Promise<string>);
+  /** save() sends once saves pause this long. Default 1000. */
+  debounceMs?: number;
+  /** …but a burst of saves is sent at least this often. Default 10000. */
+  maxWaitMs?: number;
+  /** gzip bodies of 1 KiB or more where the browser has CompressionStream. Default true. */
+  gzip?: boolean;
+  /** First wait before resending after a fault; doubles per failure. Default 1000. */
+  retryMs?: number;
+  /** Longest wait between retries (a Retry-After from the server wins). Default 60000. */
+  maxRetryMs?: number;
+  /**
+   * Called on a conflict. Return a state (a merge of `local` and `server`) to save it on top
+   * of the server's latest, as resolve(state) would; return undefined to stay paused.
+   */
+  onConflict?: (conflict: ConflictDetail<T>) => T | undefined | Promise<T | undefined>;
+}
+
+export interface Snapshot<T = unknown> {
+  id: string;
+  /** RFC 3339, from the id. */
+  createdAt: string;
+  state: T;
+  /** "ok", or "mismatch" when the file no longer matches the digest in its id. */
+  integrity: string | null;
+}
+
+export interface SnapshotInfo {
+  id: string;
+  createdAt: string;
+  bytes: number;
+}
+
+export interface SavingDetail {
+  bytes: number;
+  queued: number;
+}
+
+export interface SavedDetail {
+  id: string;
+  /** 201 written, 200 the same as the latest (deduplicated). */
+  status: number;
+  createdAt: string;
+  bytes: number;
+  deduplicated: boolean;
+  /** Saves still waiting in the queue. */
+  queued: number;
+}
+
+export interface OfflineDetail {
+  /** Saves waiting in the queue (IndexedDB). */
+  queued: number;
+  /** What failed: 0 for no answer (network, timeout), else 408, 429 or 5xx. */
+  status: number;
+  message: string;
+  /** When the queue is tried again (Retry-After when the server gave one). */
+  retryInMs: number;
+}
+
+export interface ConflictDetail<T = unknown> {
+  status: 412;
+  /** This browser's newest state, not saved. */
+  local: T;
+  /** The server's latest, written by another tab or device. */
+  server: T;
+  serverId: string;
+}
+
+export interface ErrorDetail<T = unknown> {
+  /** 400, 401, 403, 409, 413, 415, 507, …: not retried, dropped from the queue. */
+  status: number;
+  code?: string;
+  message: string;
+  /** The state that was refused, for the app to keep or show. */
+  state: T;
+}
+
+export interface ClientEvents<T = unknown> {
+  saving: SavingDetail;
+  saved: SavedDetail;
+  offline: OfflineDetail;
+  conflict: ConflictDetail<T>;
+  error: ErrorDetail<T>;
+}
+
+export type Status = 'idle' | keyof ClientEvents;
+
+export interface Mirror {
+  /** Whether the keys were put back from the latest snapshot (rejects if it could not be read). */
+  restored: Promise<boolean>;
+  /** Saves the keys if they changed; call it after writing them. */
+  sync(): void;
+  /** Stops watching (storage events, page hide). */
+  stop(): void;
+}
+
+export class Client<T = unknown> extends EventTarget {
+  readonly url: string;
+  readonly session: string;
+  /** 'idle', or the type of the last event. */
+  readonly status: Status;
+  /** Saves waiting in the IndexedDB queue. */
+  readonly queued: number;
+  /** The open conflict, with the newest local state, or null. */
+  readonly conflict: Omit<ConflictDetail<T>, 'status'> | null;
+
+  /** Calls fn with each event's detail; returns a function that stops it. */
+  on<K extends keyof ClientEvents>(type: K, fn: (detail: ClientEvents<T>[K]) => void): () => void;
+  /** Debounced: only the last state of a burst is sent. Serialized when sent. */
+  save(state: T): void;
+  /** Sends now; resolves to the id of the snapshot holding the state, or null (queued, conflict, refused). */
+  flush(): Promise<string | null>;
+  latest(): Promise<Snapshot<T> | null>;
+  get(id: string): Promise<Snapshot<T>>;
+  /** Newest first. */
+  list(): Promise<SnapshotInfo[]>;
+  /**
+   * If readLocal() gives null/undefined, applies the newest state queued in this browser, or
+   * else the server's latest snapshot (then the base of later saves). Resolves to whether it applied one.
+   */
+  restoreIfEmpty(
+    readLocal: () => unknown,
+    applyState: (state: T, snapshot: Snapshot<T> | null) => void | Promise<void>,
+  ): Promise<boolean>;
+  /** Takes the server's side of the open conflict (or this snapshot) as the base; drops unsent saves. */
+  adopt(snapshot?: Snapshot<T>): Promise<T>;
+  /** Saves `state` (default: the local state) over the server's latest, ending the conflict. */
+  resolve(state?: T): Promise<string | null>;
+  /** Backs up these localStorage keys as one { key: value } document; puts them back on an empty browser. */
+  mirrorLocalStorage(keys: string[]): Mirror;
+  /** Stops timers and listeners. */
+  close(): void;
+}
+
+/** A refused or failed read (latest, get, list): the server's status and code; status 0 for no answer. */
+export class SnapkeepError extends Error {
+  readonly status: number;
+  readonly code: string | undefined;
+}
+
+export function connect<T = unknown>(options: ConnectOptions<T>): Client<T>;

@@ -25,13 +25,14 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 use tokio_io_timeout::TimeoutStream;
 
 use tower::ServiceExt;
 
 use crate::auth::Keys;
 use crate::http::{self, AppState, PeerAddr};
+use crate::store::StoreError;
 
 /// Creates the data directory, starts preparing it (leftover temp files, counts) in the
 /// background, and serves `app` on `listener` until `shutdown` completes.
@@ -48,7 +49,6 @@ pub async fn serve(
                 config.data_dir.display()
             )
         })?;
-        spawn_preparation(&app);
     } else {
         tracing::warn!("backups are disabled (SNAPKEEP_ENABLED=false): session routes answer 503");
     }
@@ -78,10 +78,18 @@ pub async fn serve(
         .header_read_timeout(header_timeout);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
+    let mut preparation = config.enabled.then(|| spawn_preparation(&app));
+    let mut unusable = None;
 
     loop {
         let accepted = tokio::select! {
             _ = &mut shutdown => break,
+            Some(err) = failure(&mut preparation) => {
+                // As unusable as if start-up had found it so: stop, and say why.
+                app.store.refuse_writes();
+                unusable = Some(err);
+                break;
+            }
             accepted = accept(&listener, &permits) => accepted,
         };
         let Some((stream, peer, permit)) = accepted else {
@@ -109,22 +117,42 @@ pub async fn serve(
     }
 
     drop(listener);
+    if let Some(err) = &unusable {
+        tracing::error!(error = %err, "cannot prepare the data directory; stopping");
+    }
     tracing::info!("shutting down: finishing requests in flight");
     let stopped = graceful.shutdown();
     tokio::pin!(stopped);
-    tokio::select! {
-        _ = &mut stopped => {
-            tracing::info!("stopped");
-            return Ok(());
-        }
-        _ = tokio::time::sleep(shutdown_timeout) => {}
+    let drained = tokio::select! {
+        _ = &mut stopped => true,
+        _ = tokio::time::sleep(shutdown_timeout) => false,
+    };
+    if drained {
+        tracing::info!("stopped");
+    } else {
+        // Out of patience with slow clients, but not with the disk: writes already in the
+        // store finish, and get a moment to send their answers; nothing new starts writing.
+        app.store.close().await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut stopped).await;
+        tracing::warn!(?shutdown_timeout, "stopped with requests still in flight");
     }
-    // Out of patience with slow clients, but not with the disk: writes already in the store
-    // finish, and get a moment to send their answers; nothing new starts writing.
-    app.store.close().await;
-    let _ = tokio::time::timeout(Duration::from_secs(1), &mut stopped).await;
-    tracing::warn!(?shutdown_timeout, "stopped with requests still in flight");
-    Ok(())
+    match unusable {
+        Some(err) => Err(anyhow::Error::new(err).context(format!(
+            "cannot use the data directory {}",
+            config.data_dir.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Completes with start-up preparation's error, if it fails; never completes otherwise.
+async fn failure(preparation: &mut Option<oneshot::Receiver<StoreError>>) -> Option<StoreError> {
+    let Some(receiver) = preparation else {
+        return std::future::pending().await;
+    };
+    let outcome = receiver.await;
+    *preparation = None;
+    outcome.ok()
 }
 
 /// Waits for a free connection slot, then for a connection. An accept error (such as running
@@ -150,13 +178,15 @@ async fn accept(
 
 /// Removes a crash's temp files and counts the data directory in the background, holding
 /// writes and deletes back until it is done: reads are served from the first moment, however
-/// many snapshots there are (with 100,000, the walk takes a few hundred milliseconds).
-fn spawn_preparation(app: &AppState) {
-    let held = app.store.hold_writes();
+/// many snapshots there are (with 100,000, the walk takes a few hundred milliseconds). The
+/// receiver gets the error if it fails, and the server stops.
+fn spawn_preparation(app: &AppState) -> oneshot::Receiver<StoreError> {
+    app.store.hold_writes();
+    let (failed, receiver) = oneshot::channel();
     let app = app.clone();
     tokio::spawn(async move {
         let started = std::time::Instant::now();
-        match app.store.prepare(held).await {
+        match app.store.prepare().await {
             Ok(removed) => {
                 if removed > 0 {
                     tracing::info!(removed, "removed temp files left by an earlier crash");
@@ -169,13 +199,12 @@ fn spawn_preparation(app: &AppState) {
                     "data directory ready: writes are accepted"
                 );
             }
-            Err(err) => tracing::error!(
-                error = %err,
-                "could not prepare the data directory; writes go ahead, quotas may be off \
-                 until the next recount"
-            ),
+            Err(err) => {
+                let _ = failed.send(err);
+            }
         }
     });
+    receiver
 }
 
 /// Right after start and then once a minute: remove sessions idle for longer than

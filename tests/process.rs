@@ -50,12 +50,17 @@ fn a_bad_setting_exits_2_with_one_line_naming_it() {
         (
             "SNAPKEEP_BASE_PATH",
             "/healthz",
-            "not /healthz, /readyz or /metrics",
+            "not /healthz, /readyz, /metrics or /snapkeep.js",
         ),
         (
             "SNAPKEEP_BASE_PATH",
             "/metrics",
-            "not /healthz, /readyz or /metrics",
+            "not /healthz, /readyz, /metrics or /snapkeep.js",
+        ),
+        (
+            "SNAPKEEP_BASE_PATH",
+            "/snapkeep.js",
+            "not /healthz, /readyz, /metrics or /snapkeep.js",
         ),
         ("SNAPKEEP_DATA_DIR", "", "a directory path"),
     ];
@@ -114,6 +119,58 @@ fn an_address_in_use_exits_2() {
         stderr.contains(&format!("cannot listen on {addr}")),
         "{stderr}"
     );
+}
+
+/// A data directory that start-up's background preparation cannot count (a session directory
+/// the server's user may not read) stops the server with exit 2, as an unusable directory does
+/// before listening: serving writes without counts would turn the quotas off.
+#[test]
+fn a_data_dir_that_cannot_be_counted_stops_the_server_with_exit_2() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+        assert!(
+            std::env::var("CI").is_err(),
+            "needs root to run the server as nobody"
+        );
+        eprintln!("SKIPPED: needs root to run the server as nobody");
+        return;
+    }
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    std::fs::create_dir_all(data.join("locked")).unwrap();
+    let mode = |path: &Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    mode(temp.path(), 0o755);
+    mode(&data, 0o777);
+    mode(&data.join("locked"), 0o700); // root's: nobody cannot list it
+    let mut child = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            support::BIN,
+        ])
+        .env_clear()
+        .env("SNAPKEEP_LISTEN", "127.0.0.1:0")
+        .env("SNAPKEEP_DATA_DIR", &data)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = (0..200)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            child.try_wait().unwrap()
+        })
+        .unwrap_or_else(|| {
+            child.kill().unwrap();
+            panic!("the server kept running on a directory it cannot count");
+        });
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot use the data directory"), "{stderr}");
+    assert!(stderr.contains("Permission denied"), "{stderr}");
 }
 
 #[test]
@@ -549,20 +606,23 @@ async fn token_mints_a_session_token_that_the_server_accepts() {
 #[tokio::test]
 async fn the_readme_recipes_mint_tokens_in_node_and_python() {
     let readme = include_str!("../README.md");
-    let snippet = |fence: &str| {
-        let start = readme
-            .find(fence)
-            .unwrap_or_else(|| panic!("no {fence} block in README"));
-        let code = &readme[start + fence.len()..];
-        code[..code.find("```").unwrap()].to_owned()
+    // The README's block in that language that defines the function.
+    let snippet = |fence: &str, defines: &str| {
+        readme
+            .split(fence)
+            .skip(1)
+            .map(|code| &code[..code.find("```").unwrap()])
+            .find(|code| code.contains(defines))
+            .unwrap_or_else(|| panic!("no {fence} block in README defines {defines}"))
+            .to_owned()
     };
     let node = format!(
         "{}\nprocess.stdout.write(mintSnapkeepToken(process.argv[1], 'user-42', 3600));",
-        snippet("```js\n")
+        snippet("```js\n", "function mintSnapkeepToken")
     );
     let python = format!(
         "{}\nimport sys\nsys.stdout.write(mint_snapkeep_token(sys.argv[1].encode(), 'user-42', 3600))",
-        snippet("```python\n")
+        snippet("```python\n", "def mint_snapkeep_token")
     );
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(data.path(), &[("SNAPKEEP_SIGNING_KEY", SIGNING_KEY)]);

@@ -89,7 +89,7 @@ pub(super) fn data_dir(value: &Option<String>) -> Result<PathBuf, ConfigError> {
 }
 
 /// Paths the server answers itself, which the base path must not take over.
-const RESERVED_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+const RESERVED_PATHS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/snapkeep.js"];
 
 pub(super) fn base_path(value: &Option<String>) -> Result<String, ConfigError> {
     let text = value.as_deref().unwrap_or("/api/backup");
@@ -108,7 +108,7 @@ pub(super) fn base_path(value: &Option<String>) -> Result<String, ConfigError> {
         _ => Err(invalid(
             "BASE_PATH",
             "a path such as /api/backup (starting with /, letters, digits, - . _ ~ between \
-             slashes; not /healthz, /readyz or /metrics)",
+             slashes; not /healthz, /readyz, /metrics or /snapkeep.js)",
             text,
         )),
     }

@@ -99,7 +99,9 @@ pub async fn check(
         let client = client_addr(&request, &app.config.access.trusted_proxies);
         limiters.take_client(client).map_err(too_many)?;
     }
-    if !app.config.enabled {
+    // The public files hold no data: an app that imports the client from `{base}` keeps
+    // loading when backups are switched off (the client then reports 503 on its saves).
+    if !app.config.enabled && !public {
         return Err(ApiError::Disabled);
     }
     let now = time::OffsetDateTime::now_utc().unix_timestamp();

@@ -174,6 +174,8 @@ pub struct Store {
     patching: tokio::sync::Semaphore,
     /// Every write and delete holds a permit while it runs; [`Store::close`] takes them all.
     gate: Arc<tokio::sync::Semaphore>,
+    /// All of the gate's permits while start-up prepares the directory ([`Store::hold_writes`]).
+    held: std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 impl Store {
@@ -187,6 +189,7 @@ impl Store {
             locks: SessionLocks::default(),
             patching: tokio::sync::Semaphore::new(PATCHES_AT_ONCE),
             gate: Arc::new(tokio::sync::Semaphore::new(GATE_CAPACITY as usize)),
+            held: std::sync::Mutex::default(),
         }
     }
 
@@ -220,32 +223,39 @@ impl Store {
         blocking(move || Ok(disk.create()?)).await
     }
 
-    /// Holds every write and delete back (reads go on) until the returned pass is dropped:
-    /// what start-up gives [`Store::prepare`], before the first request can arrive.
-    pub fn hold_writes(&self) -> tokio::sync::OwnedSemaphorePermit {
-        self.gate
-            .clone()
-            .try_acquire_many_owned(GATE_CAPACITY)
-            .expect("nothing writes before start-up")
+    /// Holds every write and delete back (reads go on) until [`Store::prepare`] succeeds: what
+    /// start-up does before the first request can arrive.
+    pub fn hold_writes(&self) {
+        let all = self.gate.clone().try_acquire_many_owned(GATE_CAPACITY);
+        *self.held_permits() = Some(all.expect("nothing writes before start-up"));
     }
 
-    /// Whether writes are still held back by start-up's [`Store::prepare`].
+    /// Whether writes are still held back for start-up's [`Store::prepare`].
     pub fn preparing(&self) -> bool {
-        self.gate.available_permits() == 0 && !self.gate.is_closed()
+        self.held_permits().is_some()
     }
 
-    /// Removes the temp files of a crashed run and counts what the directory holds, while
-    /// `held` (from [`Store::hold_writes`]) keeps writes and deletes out, so neither step can
-    /// race one; returns how many temp files were removed. Reads are served meanwhile.
-    pub async fn prepare(
-        &self,
-        held: tokio::sync::OwnedSemaphorePermit,
-    ) -> Result<usize, StoreError> {
+    /// Removes the temp files of a crashed run and counts what the directory holds, then lets
+    /// the writes held by [`Store::hold_writes`] go: neither step can race a write. Returns how
+    /// many temp files were removed. Reads are served meanwhile. On failure writes stay held;
+    /// [`Store::refuse_writes`] turns them away.
+    pub async fn prepare(&self) -> Result<usize, StoreError> {
         let disk = self.disk.clone();
         let removed = blocking(move || Ok(disk.remove_leftovers()?)).await?;
         self.recount().await?;
-        drop(held);
+        self.held_permits().take();
         Ok(removed)
+    }
+
+    /// Lets no write or delete start again, those waiting included ([`StoreError::ShuttingDown`]):
+    /// for a server that cannot prepare its data directory and is about to stop.
+    pub fn refuse_writes(&self) {
+        self.gate.close();
+        self.held_permits().take();
+    }
+
+    fn held_permits(&self) -> std::sync::MutexGuard<'_, Option<tokio::sync::OwnedSemaphorePermit>> {
+        self.held.lock().expect("held permits lock poisoned")
     }
 
     /// Counts the snapshot bytes and sessions on disk again, so files added or removed by hand
@@ -349,15 +359,10 @@ impl Store {
             let ids = disk.ids(&session)?;
             let newest = ids.iter().max();
             if !precondition.holds(newest) {
-                let latest = newest.map(|id| -> io::Result<_> {
-                    let bytes = disk.size(&session, id)?;
-                    Ok(SnapshotInfo {
-                        id: id.clone(),
-                        bytes,
-                    })
-                });
+                // Rare enough to list again with sizes, in case the newest went meanwhile.
+                let entries = disk.entries(&session)?;
                 return Err(StoreError::PreconditionFailed {
-                    latest: latest.transpose()?,
+                    latest: self::newest(&entries).cloned(),
                 });
             }
             let content = make(&disk, &session, newest)?;
@@ -410,7 +415,8 @@ impl Store {
             // large file takes one extra sequential read for it (from the page cache, usually).
             let (intact, body) = if info.bytes <= READ_WHOLE_UP_TO {
                 let mut bytes = Vec::with_capacity(info.bytes as usize);
-                file.read_to_end(&mut bytes)?;
+                // Bounded: a file grown since its stat (edited in place) is read as it was.
+                (&mut file).take(info.bytes).read_to_end(&mut bytes)?;
                 info.bytes = bytes.len() as u64;
                 let intact = info.id.digest_matches(&sha256_hex(&bytes));
                 (intact, SnapshotBody::Whole(bytes.into()))

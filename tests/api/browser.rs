@@ -180,6 +180,11 @@ async fn sessions_is_readable_in_read_only_mode_and_off_when_disabled() {
     let disabled = TestApp::with(&[("SNAPKEEP_ENABLED", "false")]).await;
     let response = disabled.get(&format!("{BASE}/_sessions")).await;
     assert_error(response, 503, "disabled").await;
+    // The files hold no data: an app importing the client from {base} keeps loading.
+    for path in ["_ui", "_snapkeep.js"] {
+        let response = disabled.get(&format!("{BASE}/{path}")).await;
+        assert_eq!(response.status(), 200, "{path}");
+    }
 }
 
 #[tokio::test]

@@ -123,7 +123,7 @@ async fn writes_wait_for_start_up_preparation_and_reads_do_not() {
         Quotas::default(),
     ));
     store.create().await.unwrap();
-    let held = store.hold_writes();
+    store.hold_writes();
     assert!(store.preparing());
 
     let s = snapkeep::store::name::SessionId::parse("s").unwrap();
@@ -139,11 +139,7 @@ async fn writes_wait_for_start_up_preparation_and_reads_do_not() {
     assert!(!write.is_finished(), "the write waits for the preparation");
     assert_eq!(store.counts().sessions, 0, "nothing counted yet");
 
-    assert_eq!(
-        store.prepare(held).await.unwrap(),
-        1,
-        "the crash's temp file"
-    );
+    assert_eq!(store.prepare().await.unwrap(), 1, "the crash's temp file");
     let saved = write.await.unwrap().unwrap();
     assert!(!store.preparing());
     assert_eq!(store.list(&s).await.unwrap().len(), 2);

@@ -1,0 +1,134 @@
+//! The disk's own limit for a durable snapshot write, with no HTTP at all: the benchmark in
+//! `bench/` compares snapkeep's W1 rate with this.
+//!
+//! Each operation does what snapkeep's store does for one write: create a temp file in a
+//! session directory (`O_EXCL`), write 4 KiB, `fsync` it, rename it to a unique final name,
+//! `fsync` the directory. Operations are spread over 100 session directories, round-robin,
+//! from `<threads>` threads at once, for `<seconds>`.
+//!
+//! ```sh
+//! cargo run --release --example disk_limit -- /tmp/disk-limit 16 6
+//! ```
+//!
+//! Prints one JSON line: `{"threads","seconds","ops","ops_per_sec","p50_ms","p99_ms","errors"}`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const SESSIONS: u64 = 100;
+const BODY_BYTES: usize = 4096;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let parsed = match args.as_slice() {
+        [dir, threads, seconds] => threads
+            .parse::<usize>()
+            .ok()
+            .filter(|t| *t > 0)
+            .zip(seconds.parse::<f64>().ok().filter(|s| *s > 0.0))
+            .map(|(t, s)| (PathBuf::from(dir), t, s)),
+        _ => None,
+    };
+    let Some((dir, threads, seconds)) = parsed else {
+        eprintln!("usage: disk_limit <dir> <threads> <seconds>");
+        return ExitCode::from(2);
+    };
+    match run(&dir, threads, Duration::from_secs_f64(seconds)) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("disk_limit: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(dir: &Path, threads: usize, duration: Duration) -> std::io::Result<String> {
+    for session in 0..SESSIONS {
+        fs::create_dir_all(dir.join(format!("s{session}")))?;
+    }
+    let body = Arc::new(body());
+    let counter = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + duration;
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (dir, body) = (dir.to_path_buf(), Arc::clone(&body));
+            let (counter, errors) = (Arc::clone(&counter), Arc::clone(&errors));
+            thread::spawn(move || {
+                let mut latencies = Vec::new();
+                while Instant::now() < deadline {
+                    let k = counter.fetch_add(1, Ordering::Relaxed);
+                    let began = Instant::now();
+                    match write_one(&dir, k, &body) {
+                        Ok(()) => latencies.push(began.elapsed()),
+                        Err(err) => {
+                            if errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                                eprintln!("disk_limit: write {k}: {err}");
+                            }
+                        }
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies: Vec<Duration> = workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("a worker thread panicked"))
+        .collect();
+    let elapsed = start.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let ops = latencies.len();
+    Ok(format!(
+        "{{\"threads\":{threads},\"seconds\":{elapsed:.3},\"ops\":{ops},\"ops_per_sec\":{:.1},\
+         \"p50_ms\":{:.3},\"p99_ms\":{:.3},\"errors\":{}}}",
+        ops as f64 / elapsed,
+        percentile_ms(&latencies, 0.50),
+        percentile_ms(&latencies, 0.99),
+        errors.load(Ordering::Relaxed),
+    ))
+}
+
+/// One durable write, the way snapkeep's store makes it.
+fn write_one(dir: &Path, k: u64, body: &[u8]) -> std::io::Result<()> {
+    let session = dir.join(format!("s{}", k % SESSIONS));
+    let temp = session.join(format!(".{k}.json.tmp"));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)?;
+    file.write_all(body)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&temp, session.join(format!("{k}.json")))?;
+    File::open(&session)?.sync_all()
+}
+
+/// A 4 KiB JSON document, like the benchmark's W1 body.
+fn body() -> Vec<u8> {
+    let head = b"{\"state\":\"";
+    let tail = b"\"}";
+    let mut body = Vec::with_capacity(BODY_BYTES);
+    body.extend_from_slice(head);
+    body.resize(BODY_BYTES - tail.len(), b'x');
+    body.extend_from_slice(tail);
+    body
+}
+
+fn percentile_ms(sorted: &[Duration], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[index].as_secs_f64() * 1000.0
+}

@@ -26,6 +26,8 @@ export interface ConnectOptions<T = unknown> {
   /**
    * Called on a conflict. Return a state (a merge of `local` and `server`) to save it on top
    * of the server's latest, as resolve(state) would; return undefined to stay paused.
+   * The client only saves the merge: apply it to the app's own state here too (as after
+   * adopt()), or the app's next save() of its unmerged state overwrites the other device's changes.
    */
   onConflict?: (conflict: ConflictDetail<T>) => T | undefined | Promise<T | undefined>;
 }
@@ -75,18 +77,24 @@ export interface ConflictDetail<T = unknown> {
   status: 412;
   /** This browser's newest state, not saved. */
   local: T;
-  /** The server's latest, written by another tab or device. */
+  /** The server's latest, written by another tab or device (its text, if it is not JSON). */
   server: T;
   serverId: string;
 }
 
 export interface ErrorDetail<T = unknown> {
-  /** 400, 401, 403, 409, 413, 415, 507, …: not retried, dropped from the queue. */
+  /**
+   * 401, 403, 404, 507: the save stays queued, and goes with the next save(), flush(), `online`
+   * event or page load (refresh the token first). 400, 409, 413, 415 and other 4xx: dropped.
+   * 0 with code "storage": IndexedDB failed, the queue is kept in memory for this page only.
+   */
   status: number;
   code?: string;
   message: string;
-  /** The state that was refused, for the app to keep or show. */
-  state: T;
+  /** The state that was refused, for the app to keep or show (absent when a read failed). */
+  state?: T;
+  /** Saves in the queue, the refused one included when it was kept (401, 403, 404, 507). */
+  queued?: number;
 }
 
 export interface ClientEvents<T = unknown> {
@@ -100,7 +108,7 @@ export interface ClientEvents<T = unknown> {
 export type Status = 'idle' | keyof ClientEvents;
 
 export interface Mirror {
-  /** Whether the keys were put back from the latest snapshot (rejects if it could not be read). */
+  /** Whether the keys were put back from the latest snapshot (false, with an `offline` or `error` event, if it could not be read). */
   restored: Promise<boolean>;
   /** Saves the keys if they changed; call it after writing them. */
   sync(): void;
@@ -130,7 +138,8 @@ export class Client<T = unknown> extends EventTarget {
   list(): Promise<SnapshotInfo[]>;
   /**
    * If readLocal() gives null/undefined, applies the newest state queued in this browser, or
-   * else the server's latest snapshot (then the base of later saves). Resolves to whether it applied one.
+   * else the server's latest snapshot (then the base of later saves). Resolves to whether it applied one;
+   * never rejects for the server's sake: when it cannot be read, resolves false and emits `offline` or `error`.
    */
   restoreIfEmpty(
     readLocal: () => unknown,

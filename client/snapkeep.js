@@ -15,6 +15,7 @@ const TIMEOUT = 30000;
 const RETRY = Symbol('retry');
 const PAUSE = Symbol('pause');
 const DROP = Symbol('drop');
+const HOLD = Symbol('hold'); // refused for a reason not tied to the body (401, 403, …): kept
 
 /** Connects to one session of a snapkeep server. See `Client`. */
 export function connect(options) {
@@ -51,6 +52,7 @@ export class Client extends EventTarget {
   #fault = { status: 0, message: 'not sent yet', retryInMs: 0 }; // the last fault, for `offline`
   #token = null; // the last token, for the synchronous send on page hide
   #chain = Promise.resolve();
+  #busy = 0; // writes running or waiting in #chain: a page-hide send must not overtake them
   #hooks = []; // run before the page-hide send (mirrorLocalStorage reads its keys)
   #listeners = [];
 
@@ -62,7 +64,8 @@ export class Client extends EventTarget {
     this.session = session;
     this.#o = { token, debounceMs, maxWaitMs, gzip, retryMs, maxRetryMs, onConflict };
     this.#endpoint = `${this.url}/${encodeURIComponent(session)}`;
-    this.#queue = new Queue(`${this.url} ${session}`);
+    this.#queue = new Queue(`${this.url} ${session}`, (error) => this.#emit('error', { status: 0,
+      code: 'storage', message: `IndexedDB failed (${error?.message}): saves wait in memory, for this page only` }));
     this.#sentKey = `snapkeep:sent ${this.url} ${session}`;
     this.#unacked = (storage()?.getItem(this.#sentKey) ?? '').split(' ').filter(Boolean);
     this.#ready = this.#load();
@@ -142,7 +145,18 @@ export class Client extends EventTarget {
       await applyState(JSON.parse(queued.body), null);
       return true;
     }
-    const latest = await this.latest();
+    let latest;
+    try {
+      latest = await this.latest();
+    } catch (error) {
+      // Server down, disabled, rate limited, or a token refused: the app starts anyway, empty;
+      // its first save then meets the server's state as a conflict, never overwrites it.
+      const { status = 0, code, message } = error;
+      if (!(error instanceof SnapkeepError)) this.#emit('error', { status, code: 'invalid_json', message });
+      else if (!status || retryable(status)) this.#emit('offline', { queued: this.#queued, status, message, retryInMs: 0 });
+      else this.#emit('error', { status, code, message });
+      return false;
+    }
     if (!latest) return false;
     await this.adopt(latest);
     await applyState(latest.state, latest);
@@ -250,7 +264,7 @@ export class Client extends EventTarget {
       // A send whose answer this browser never read (the page was closing): if it is the
       // latest, it is the base.
       const latest = await this.#read('latest').catch(() => null);
-      if (latest && this.#unacked.includes(digest(latest.text))) await this.#setBase(latest.id);
+      if (latest && this.#unacked.includes(digest(latest.text))) await this.#setBase(latest.id, latest.text, true);
     }
     this.#queued = await this.#queue.count();
     if (this.#queued) {
@@ -280,19 +294,24 @@ export class Client extends EventTarget {
       if (pending) this.#pending = null;
       const body = entry ? entry.body : JSON.stringify(pending.state);
       const outcome = await this.#write(body, entry?.seq);
-      if (outcome === RETRY) {
-        if (pending) await this.#enqueue(body);
-        await this.#enqueuePending();
-        this.#emit('offline', { queued: this.#queued, ...this.#fault });
-        return null;
+      if (outcome === DROP || typeof outcome === 'string') {
+        id = outcome === DROP ? null : outcome;
+        continue;
       }
+      // Not sent. A state that went into the queue meanwhile (the page was hidden while this
+      // one was on its way) is newer and supersedes a pending one; else the pending one waits.
+      const newer = pending && (await this.#queue.count()) > 0;
       if (outcome === PAUSE) {
-        if (pending) this.#pending ??= pending;
-        this.#conflict.local = entry ? JSON.parse((await this.#queue.last()).body) : pending.state;
+        if (pending && !newer) this.#pending ??= pending;
+        const last = await this.#queue.last();
+        this.#conflict.local = last ? parse(last.body) : pending.state;
         this.#paused();
         return null;
       }
-      id = outcome === DROP ? null : outcome;
+      if (pending && !newer) await this.#enqueue(body);
+      await this.#enqueuePending();
+      if (outcome === RETRY) this.#emit('offline', { queued: this.#queued, ...this.#fault });
+      return null;
     }
   }
 
@@ -315,7 +334,7 @@ export class Client extends EventTarget {
     if (answer.ok) {
       const saved = await answer.json();
       this.#attempt = 0;
-      await this.#setBase(saved.id);
+      await this.#setBase(saved.id, body);
       if (seq !== undefined) await this.#dequeue(seq);
       this.#emit('saved', { id: saved.id, status: answer.status, createdAt: saved.createdAt,
         bytes: saved.bytes, deduplicated: saved.deduplicated, queued: this.#queued });
@@ -328,6 +347,7 @@ export class Client extends EventTarget {
     if (retryable(status)) {
       return this.#failed(status, message, answer.headers.get('Retry-After'));
     }
+    if (held(status)) return this.#hold(status, problem.code, message, body, seq);
     if (seq !== undefined) await this.#dequeue(seq);
     this.#emit('error', { status, code: problem.code, message, state: JSON.parse(body) });
     return DROP;
@@ -339,10 +359,11 @@ export class Client extends EventTarget {
     try {
       if (problem.latest) server = await this.#read('latest');
     } catch (error) {
+      if (held(error.status)) return this.#hold(error.status, error.code, error.message, body, seq);
       return this.#failed(error.status ?? 0, error.message);
     }
     if (server && server.text === body) {
-      await this.#setBase(server.id);
+      await this.#setBase(server.id, body, true);
       if (seq !== undefined) await this.#dequeue(seq);
       this.#emit('saved', { id: server.id, status: 200, createdAt: createdAt(server.id),
         bytes: size(body), deduplicated: true, queued: this.#queued });
@@ -351,12 +372,20 @@ export class Client extends EventTarget {
     if (!again && (!server || this.#unacked.includes(digest(server.text)))) {
       // The session was emptied, or its latest is what we sent last (an answer lost on the
       // way, a page-hide send, another tab of ours): nothing of anyone else's to overwrite.
-      await this.#setBase(server ? server.id : null);
+      await this.#setBase(server ? server.id : null, server?.text, true);
       return this.#write(body, seq, undefined, true);
     }
     if (!server) return this.#failed(412, 'the session changed while saving');
-    this.#conflict = { serverId: server.id, server: JSON.parse(server.text), local: null };
+    // A latest edited by hand into something that is not JSON comes as its text.
+    this.#conflict = { serverId: server.id, server: parse(server.text), local: null };
     return PAUSE;
+  }
+
+  /** Refused for a reason of the server's or the token's: kept in the queue, reported. */
+  #hold(status, code, message, body, seq) {
+    this.#emit('error', { status, code, message, state: JSON.parse(body),
+      queued: this.#queued + (seq === undefined ? 1 : 0) });
+    return HOLD;
   }
 
   #paused() {
@@ -421,7 +450,7 @@ export class Client extends EventTarget {
     const keepalive = typeof Request === 'function' && 'keepalive' in Request.prototype;
     const beacon = !keepalive && !this.#o.token && navigator.sendBeacon;
     this.#pending = null;
-    if (this.#queued || this.#retryTimer || size(body) > UNLOAD_MAX || !(keepalive || beacon)) {
+    if (this.#busy || this.#queued || this.#retryTimer || size(body) > UNLOAD_MAX || !(keepalive || beacon)) {
       // Straight into IndexedDB (not behind a request that may wait on a dead server), to be
       // sent by this page if it lives on, else by the next one.
       this.#enqueue(body).then(() => {
@@ -442,9 +471,9 @@ export class Client extends EventTarget {
     // If the page lives on (it was only hidden), its answer counts like any save's.
     this.#serial(async () => {
       const outcome = await this.#write(body, undefined, response);
-      if (outcome === RETRY) {
+      if (outcome === RETRY || outcome === HOLD) {
         await this.#enqueue(body);
-        this.#emit('offline', { queued: this.#queued, ...this.#fault });
+        if (outcome === RETRY) this.#emit('offline', { queued: this.#queued, ...this.#fault });
       }
       if (outcome === PAUSE) {
         this.#pending ??= { state: JSON.parse(body) };
@@ -502,19 +531,27 @@ export class Client extends EventTarget {
     }
   }
 
-  /** A new base: acknowledged (or found) on the server, so nothing sent is unaccounted for. */
-  async #setBase(id) {
-    this.#base = id;
-    if (this.#unacked.length) {
-      this.#unacked = [];
+  /**
+   * A new base. With `text`, the body the server acknowledged (or was found holding): only its
+   * digest leaves #unacked, and an answer that comes late never moves the base back (ids sort
+   * by time), unless it is what the server says its latest is (`latest`). Without `text`, the
+   * app chose it (adopt, resolve): nothing sent before counts.
+   */
+  async #setBase(id, text, latest = false) {
+    const unacked = text === undefined ? [] : this.#unacked.filter((d) => d !== digest(text));
+    if (unacked.length !== this.#unacked.length) {
+      this.#unacked = unacked;
       this.#remember();
     }
+    if (!latest && text !== undefined && id && this.#base && id < this.#base) return;
+    this.#base = id;
     await this.#queue.meta(id);
   }
 
   /** Runs `fn` after everything started before it; the chain survives failures. */
   #serial(fn) {
-    const run = this.#chain.then(fn);
+    this.#busy++;
+    const run = this.#chain.then(fn).finally(() => this.#busy--);
     this.#chain = run.catch(() => {});
     return run;
   }
@@ -568,6 +605,19 @@ function retryable(status) {
   return status === 408 || status === 429 || (status >= 500 && status !== 501 && status !== 507);
 }
 
+/** Refusals that are not about the body (token, permission, server storage): kept to resend. */
+function held(status) {
+  return status === 401 || status === 403 || status === 404 || status === 507;
+}
+
+function parse(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
 /** Retry-After as milliseconds: delay-seconds or an HTTP date. */
 function seconds(value) {
   if (!value) return null;
@@ -610,20 +660,40 @@ function timeout() {
   return AbortSignal.timeout?.(TIMEOUT);
 }
 
-/** The IndexedDB queue and last-seen id of one session; in memory where IndexedDB fails. */
+/**
+ * The IndexedDB queue and last-seen id of one session. A connection closed under it (site data
+ * cleared while the page is open) is opened again; where IndexedDB fails, it is kept in memory
+ * for this page only, and `onFault` is told once.
+ */
 class Queue {
-  #db;
   #memory = { rows: [], seq: 0, base: null };
+  #failed = false;
 
-  constructor(key) {
+  constructor(key, onFault) {
     this.key = key;
-    this.#db = open().catch(() => null);
+    this.onFault = onFault;
   }
 
-  async add(body) {
-    const db = await this.#db;
-    if (!db) return void this.#memory.rows.push({ seq: ++this.#memory.seq, body });
-    await done(db, QUEUE, 'readwrite', (s) => s.add({ key: this.key, body, at: Date.now() }));
+  /** `fn(store)` in a transaction on `store`, or `inMemory(memory)` once IndexedDB failed. */
+  async #run(store, mode, fn, inMemory) {
+    for (let attempt = 0; !this.#failed; attempt++) {
+      let db;
+      try {
+        db = await open();
+        return await done(db, store, mode, fn);
+      } catch (error) {
+        forget(db);
+        if (attempt === 0 && error?.name === 'InvalidStateError') continue; // closed: reopen
+        this.#failed = true;
+        this.onFault?.(error);
+      }
+    }
+    return inMemory(this.#memory);
+  }
+
+  add(body) {
+    return this.#run(QUEUE, 'readwrite', (s) => s.add({ key: this.key, body, at: Date.now() }),
+      (m) => void m.rows.push({ seq: ++m.seq, body }));
   }
 
   first() {
@@ -635,29 +705,23 @@ class Queue {
   }
 
   async #end(direction, inMemory) {
-    const db = await this.#db;
-    if (!db) return inMemory(this.#memory.rows);
-    const cursor = await done(db, QUEUE, 'readonly',
-      (s) => s.index('key').openCursor(IDBKeyRange.only(this.key), direction));
-    return cursor && { seq: cursor.primaryKey, body: cursor.value.body };
+    const found = await this.#run(QUEUE, 'readonly',
+      (s) => s.index('key').openCursor(IDBKeyRange.only(this.key), direction), (m) => inMemory(m.rows));
+    if (globalThis.IDBCursor && found instanceof IDBCursor) return { seq: found.primaryKey, body: found.value.body };
+    return found ?? null;
   }
 
-  async count() {
-    const db = await this.#db;
-    if (!db) return this.#memory.rows.length;
-    return done(db, QUEUE, 'readonly', (s) => s.index('key').count(this.key));
+  count() {
+    return this.#run(QUEUE, 'readonly', (s) => s.index('key').count(this.key), (m) => m.rows.length);
   }
 
-  async remove(seq) {
-    const db = await this.#db;
-    if (!db) return void (this.#memory.rows = this.#memory.rows.filter((row) => row.seq !== seq));
-    await done(db, QUEUE, 'readwrite', (s) => s.delete(seq));
+  remove(seq) {
+    return this.#run(QUEUE, 'readwrite', (s) => s.delete(seq),
+      (m) => void (m.rows = m.rows.filter((row) => row.seq !== seq)));
   }
 
-  async clear() {
-    const db = await this.#db;
-    if (!db) return void (this.#memory.rows = []);
-    await done(db, QUEUE, 'readwrite', (s) => {
+  clear() {
+    return this.#run(QUEUE, 'readwrite', (s) => {
       const request = s.index('key').openCursor(IDBKeyRange.only(this.key));
       request.onsuccess = () => {
         const cursor = request.result;
@@ -666,30 +730,40 @@ class Queue {
           cursor.continue();
         }
       };
-    });
+    }, (m) => void (m.rows = []));
   }
 
   /** Reads the last-seen id, or stores it when given one (or null). */
-  async meta(id) {
-    const db = await this.#db;
-    if (!db) return id === undefined ? this.#memory.base : void (this.#memory.base = id);
-    if (id === undefined) return done(db, META, 'readonly', (s) => s.get(this.key));
-    await done(db, META, 'readwrite', (s) => s.put(id, this.key));
+  meta(id) {
+    if (id === undefined) return this.#run(META, 'readonly', (s) => s.get(this.key), (m) => m.base);
+    return this.#run(META, 'readwrite', (s) => void s.put(id, this.key), (m) => void (m.base = id));
   }
 }
 
 let database;
 function open() {
-  database ??= new Promise((resolve, reject) => {
+  if (database) return database;
+  const opening = new Promise((resolve, reject) => {
     const request = indexedDB.open('snapkeep', 1);
     request.onupgradeneeded = () => {
       request.result.createObjectStore(QUEUE, { autoIncrement: true }).createIndex('key', 'key');
       request.result.createObjectStore(META);
     };
-    request.onsuccess = () => resolve(request.result);
+    request.onsuccess = () => {
+      const db = request.result;
+      // Closed by the browser (site data cleared), or another page upgrades: open anew next time.
+      db.onclose = db.onversionchange = () => forget(db);
+      resolve(db);
+    };
     request.onerror = () => reject(request.error);
   });
-  return database;
+  opening.catch(() => database === opening && (database = null));
+  return (database = opening);
+}
+
+function forget(db) {
+  db?.close();
+  database = null;
 }
 
 /** Runs `fn` in a transaction; resolves, once it commits, to the result of the request fn returns. */

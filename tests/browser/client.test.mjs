@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { eventually, HERE, launchBrowser, screenshot, serveApp, startServer } from './support.mjs';
@@ -315,6 +315,41 @@ test('1. storage cleared: a reload restores the latest snapshot', { timeout: TIM
   }
 });
 
+test('1b. restoreIfEmpty and mirror.restored resolve false, not throw, when the server cannot answer', { timeout: TIMEOUT }, async () => {
+  const disabled = await server({ env: { SNAPKEEP_ENABLED: 'false' } });
+  const context = await browser.newContext();
+  try {
+    // A disabled server (503): the app still starts, told by an offline event.
+    let page = await openApp(context, disabled, 'restore-down', { query: '&client=app' });
+    assert.equal(await page.evaluate(() => window.restored), false);
+    const [offline] = await events(page, 'offline');
+    assert.equal(offline.status, 503, JSON.stringify(offline));
+    page = await openApp(context, disabled, 'restore-down-mirror', { query: '&client=app&mode=mirror' });
+    assert.equal(await page.evaluate(() => window.restored), false);
+    // No server at all (status 0), and a refused token (401: an error event).
+    await disabled.stop();
+    page = await openApp(context, disabled, 'restore-gone', { query: '&client=app' });
+    assert.equal(await page.evaluate(() => window.restored), false);
+    assert.equal((await events(page, 'offline'))[0].status, 0);
+    assert.deepEqual(page.errors, []);
+  } finally {
+    await context.close();
+    await disabled.stop();
+  }
+  const tokened = await server({ env: { SNAPKEEP_SIGNING_KEY: SIGNING_KEY } });
+  const context2 = await browser.newContext();
+  try {
+    const page = await openApp(context2, tokened, 'restore-401', { options: { token: 'expired' } });
+    assert.equal(await page.evaluate(() => window.restored), false);
+    const [error] = await events(page, 'error');
+    assert.equal(error.status, 401);
+    assert.deepEqual(await events(page, 'offline'), []);
+  } finally {
+    await context2.close();
+    await tokened.stop();
+  }
+});
+
 test('2. the server goes away: saves queue in IndexedDB, survive a reload, drain in order', { timeout: TIMEOUT }, async () => {
   let srv = await server();
   const { port, dataDir } = srv;
@@ -403,6 +438,35 @@ test('2c. 429: waits as long as Retry-After says, then sends', { timeout: TIMEOU
   }
 });
 
+test('2d. site data cleared while the page is open: the client opens IndexedDB again', { timeout: TIMEOUT }, async () => {
+  let srv = await server();
+  const { port, dataDir } = srv;
+  const context = await browser.newContext();
+  try {
+    const options = { debounceMs: 60000, retryMs: 60000, maxRetryMs: 60000 };
+    const page = await openApp(context, srv, 'cleared', { options, query: '&client=app' });
+    const edit = (n) => page.evaluate((n) => (window.edit({ n }), window.client.flush()), n);
+    assert.ok(await edit(1));
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('Storage.clearDataForOrigin', { origin: app.origin, storageTypes: 'indexeddb' });
+    await cdp.detach();
+    assert.ok(await edit(2), 'saved after the connection was closed under it');
+    // …and the queue is in IndexedDB again.
+    await srv.stop();
+    assert.equal(await edit(3), null);
+    assert.equal(await queueLength(page), 1);
+    srv = await server({ port, dataDir });
+    await page.evaluate(() => window.dispatchEvent(new Event('online')));
+    await eventually(async () => (await queueLength(page)) === 0, { what: 'the queue to drain' });
+    assert.deepEqual(states(await history(srv, 'cleared')), [{ n: 1 }, { n: 2 }, { n: 3 }]);
+    assert.deepEqual(await events(page, 'error'), []);
+    assert.deepEqual(page.errors, []);
+  } finally {
+    await context.close();
+    await srv.stop();
+  }
+});
+
 test('3. two tabs, one session: the second gets a conflict and overwrites nothing', { timeout: TIMEOUT }, async () => {
   const srv = await server();
   const context = await browser.newContext();
@@ -468,13 +532,35 @@ test('3b. onConflict merges by itself', { timeout: TIMEOUT }, async () => {
     await page.goto(`${app.origin}/blank.html`);
     await page.evaluate(async (server) => {
       const { connect } = await import(server + '/snapkeep.js');
+      // As the README has it: the merge goes into the app's own state, then it is saved.
+      window.local = { mine: 'laptop' };
       window.client = connect({ url: server + '/api/backup', session: 'merge', debounceMs: 60000,
-        onConflict: ({ local, server }) => ({ ...server, ...local }) });
-      window.client.save({ mine: 'laptop' });
+        onConflict: ({ server }) => (window.local = { ...server, ...window.local }) });
+      window.client.save(window.local);
       await window.client.flush();
     }, srv.origin);
     await eventually(async () => (await history(srv, 'merge')).length === 2, { what: 'the merge' });
     assert.deepEqual(states(await history(srv, 'merge')), [{ other: 'device' }, { other: 'device', mine: 'laptop' }]);
+    // The app's next edit starts from the merge: the other device's change stays.
+    assert.ok(await page.evaluate(() => (window.client.save({ ...window.local, mine: 'edited' }), window.client.flush())));
+    assert.deepEqual(states(await history(srv, 'merge')).at(-1), { other: 'device', mine: 'edited' });
+
+    // A latest edited by hand into something that is not JSON: a conflict carrying its text.
+    const [last] = onDisk(srv, 'merge').slice(-1);
+    writeFileSync(join(srv.dataDir, 'merge', `${last.id}.json`), 'not json {');
+    const phone = await (await browser.newContext()).newPage(); // a browser that never saw it
+    await phone.goto(`${app.origin}/blank.html`);
+    const conflict = await phone.evaluate(async (server) => {
+      const { connect } = await import(server + '/snapkeep.js');
+      const other = connect({ url: server + '/api/backup', session: 'merge', debounceMs: 60000 });
+      other.save({ mine: 'phone' });
+      const id = await other.flush();
+      return { id, conflict: other.conflict };
+    }, srv.origin);
+    assert.equal(conflict.id, null);
+    assert.equal(conflict.conflict.server, 'not json {');
+    assert.deepEqual(conflict.conflict.local, { mine: 'phone' }, 'the state is kept');
+    await phone.context().close();
   } finally {
     await context.close();
     await srv.stop();
@@ -525,6 +611,47 @@ test('4. closing the page sends the last state before its debounce ran out', { t
     await eventually(async () => (await answered(srv, 'POST', 412)) >= 1, { what: 'the refusal' });
     assert.equal(await answered(srv, 'POST', 412), 1);
     assert.deepEqual(await latest('close'), { other: 'device' });
+  } finally {
+    await context.close();
+    await srv.stop();
+  }
+});
+
+test('4c. hidden while a save is on its way: the last state waits its turn, nothing goes back', { timeout: TIMEOUT }, async () => {
+  const srv = await server();
+  const context = await browser.newContext();
+  try {
+    // `late`: the save reaches the server late; `slow`: its answer comes back late.
+    for (const mode of ['late', 'slow']) {
+      const session = `race-${mode}`;
+      const page = await openApp(context, srv, session, { options: { debounceMs: 60000 } });
+      const v = (n) => ({ v: n });
+      assert.ok(await page.evaluate((s) => (window.edit(s), window.client.flush()), v(0)));
+      let first = true;
+      await page.route(`**/api/backup/${session}`, async (route) => {
+        if (route.request().method() !== 'POST' || !first) return route.continue();
+        first = false;
+        if (mode === 'late') {
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+          return route.continue();
+        }
+        const response = await route.fetch();
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        return route.fulfill({ response });
+      });
+      await page.evaluate((s) => (window.edit(s), void window.client.flush()), v(1));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      await page.evaluate((s) => (window.edit(s), window.dispatchEvent(new Event('pagehide'))), v(2));
+      await eventually(async () => (await history(srv, session)).length === 3, { what: 'the hidden state' });
+      assert.deepEqual(states(await history(srv, session)), [0, 1, 2].map(v), `${mode}: in order`);
+      // The base is the newest: the next save goes on top of v2, no conflict.
+      assert.ok(await page.evaluate((s) => (window.edit(s), window.client.flush()), v(3)));
+      assert.deepEqual(states(await history(srv, session)), [0, 1, 2, 3].map(v), mode);
+      assert.deepEqual(await events(page, 'conflict'), [], mode);
+      assert.deepEqual(await events(page, 'error'), [], mode);
+      assert.deepEqual(page.errors, []);
+      await page.close();
+    }
   } finally {
     await context.close();
     await srv.stop();
@@ -631,7 +758,7 @@ test('6. session tokens: saves carry the token, and so does the send on close', 
       bad.on('error', (e) => errors.push(e));
       bad.save({ n: 'forged' });
       const id = await bad.flush();
-      return { latest: latest.state, id, errors, queued: bad.queued };
+      return { latest: latest.state, id, errors: errors.map((e) => ({ ...e })), queued: bad.queued };
     }, { server: srv.origin, token });
     assert.deepEqual(outcome.latest, { n: 2 });
     assert.equal(outcome.id, null);
@@ -639,9 +766,57 @@ test('6. session tokens: saves carry the token, and so does the send on close', 
     assert.equal(outcome.errors[0].status, 401);
     assert.equal(outcome.errors[0].code, 'unauthorized');
     assert.deepEqual(outcome.errors[0].state, { n: 'forged' }, 'the state comes back to the app');
-    assert.equal(outcome.queued, 0);
-    assert.equal(await queueLength(page), 0);
+    assert.equal(outcome.errors[0].queued, 1);
+    assert.equal(outcome.queued, 1, 'kept for a better token');
+    assert.equal(await queueLength(page), 1);
     assert.equal((await history(srv, 'tokened', auth)).length, 2);
+  } finally {
+    await context.close();
+    await srv.stop();
+  }
+});
+
+test('6b. a token that expires while saves wait: they stay queued, and go once it is refreshed', { timeout: TIMEOUT }, async () => {
+  const env = { SNAPKEEP_SIGNING_KEY: SIGNING_KEY };
+  let srv = await server({ env });
+  const { port, dataDir } = srv;
+  const context = await browser.newContext();
+  try {
+    const good = execFileSync(process.env.SNAPKEEP_BIN, ['token', 'expiring', '--ttl', '1h'],
+      { env: { PATH: process.env.PATH, ...env }, encoding: 'utf8' }).trim();
+    const auth = { Authorization: `Bearer ${good}` };
+    const page = await context.newPage();
+    await page.goto(`${app.origin}/blank.html`);
+    await page.evaluate(async ({ server, good }) => {
+      const { connect } = await import('/snapkeep.js');
+      window.token = good;
+      window.client = connect({ url: server + '/api/backup', session: 'expiring', debounceMs: 60000,
+        retryMs: 60000, maxRetryMs: 60000, token: () => window.token });
+      window.errors = [];
+      window.client.on('error', (e) => window.errors.push(e));
+      window.client.save({ n: 0 });
+      await window.client.flush();
+    }, { server: srv.origin, good });
+    await srv.stop();
+    for (const n of [1, 2, 3]) {
+      assert.equal(await page.evaluate((n) => (window.client.save({ n }), window.client.flush()), n), null);
+    }
+    assert.equal(await queueLength(page), 3);
+    srv = await server({ port, dataDir, env });
+    // The token expired meanwhile: 401, reported once, and the queue stays whole.
+    await page.evaluate(() => (window.token = 'expired', window.dispatchEvent(new Event('online'))));
+    await eventually(() => page.evaluate(() => window.errors.length > 0), { what: 'the 401' });
+    assert.equal(await page.evaluate(() => window.client.flush()), null, 'still refused');
+    const errors = await page.evaluate(() => window.errors);
+    assert.equal(errors.length, 2);
+    assert.deepEqual(errors.map((e) => e.status), [401, 401]);
+    assert.deepEqual(errors[0].state, { n: 1 }, 'the oldest, refused and kept');
+    assert.equal(await queueLength(page), 3);
+    // Refreshed: the queue goes, in order.
+    await page.evaluate((good) => (window.token = good), good);
+    assert.ok(await page.evaluate(() => window.client.flush()));
+    assert.equal(await queueLength(page), 0);
+    assert.deepEqual(states(await history(srv, 'expiring', auth)), [0, 1, 2, 3].map((n) => ({ n })));
   } finally {
     await context.close();
     await srv.stop();

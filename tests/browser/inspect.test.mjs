@@ -420,6 +420,32 @@ describe('a server with an operator token', () => {
     await page.context().close();
   });
 
+  test('a crafted address never takes the token outside {base}', async () => {
+    const page = await openPage(browser);
+    const paths = [];
+    page.on('request', (request) => paths.push(new URL(request.url()).pathname));
+    await page.goto(`${server.url}/_ui`);
+    await page.evaluate((t) => sessionStorage.setItem('snapkeep.inspect.token', t), OPERATOR);
+    await page.reload();
+    await page.waitForSelector('#sessions a.item');
+    const crafted = [
+      ['#/s/../other-service/..', /Not a session id: \.\./, '#timeline'],
+      ['#/s/%2E%2E%2Fother-service', /Not a session id: \.\.\/other-service/, '#timeline'],
+      ['#/s/todo-ann/../../../other', /Not a snapshot id: \.\./, '#detail'],
+      [`#/s/todo-ann/${saved['todo-ann'][0].id}/vs/..%2F..%2Fx`, /Not a snapshot id: \.\.\/\.\.\/x/, '#detail'],
+    ];
+    for (const [hash, message, pane] of crafted) {
+      await page.goto(`${server.url}/_ui${hash}`);
+      await page.waitForSelector(`${pane} .error-box`);
+      assert.match(await page.innerText(`${pane} .error-box`), message);
+    }
+    assert.ok(paths.length > 0);
+    for (const path of paths) assert.ok(path === BASE || path.startsWith(`${BASE}/`), `${path} is outside ${BASE}`);
+    assert.deepEqual(paths.filter((p) => /other|\.\./.test(p)), []);
+    assert.deepEqual(page.problems(), []);
+    await page.context().close();
+  });
+
   test('"Make this the latest" posts the old bytes as a new snapshot, and a 412 is shown', async () => {
     const page = await openPage(browser);
     await page.goto(`${server.origin}/`);

@@ -6,28 +6,38 @@
 //! 2. `Content-Encoding` must be absent, `identity` or `gzip`: else 415;
 //! 3. a `Content-Length` over the limit is refused before reading: 413 (for gzip, 0.1% + 1 KiB
 //!    of gzip framing is allowed on top, since the limit is on the decompressed bytes);
-//! 4. the body is read (and gunzipped) through a limit on the decoded bytes, so no more than
-//!    `limit` bytes are ever buffered and a gzip bomb costs at most `limit` bytes of work: 413;
+//! 4. the body is read (and gunzipped) through a limit on the decoded bytes, so a gzip bomb
+//!    costs at most `limit` bytes of work: 413; up to 1 MiB it is held in memory, beyond that
+//!    a `POST` body goes to a temp file as it arrives (memory stays flat whatever the upload);
 //!    the whole body must arrive within `SNAPKEEP_BODY_TIMEOUT`: else 408; bad gzip: 400;
-//! 5. the bytes must be UTF-8 JSON (any value, nesting within serde_json's limit): else 400.
+//! 5. the bytes must be UTF-8 JSON (any value, nesting within serde_json's limit): else 400;
+//!    a spooled body is checked in the file, and removed when it fails.
 
 use std::io;
 
 use async_compression::tokio::bufread::GzipDecoder;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, header};
 use futures_util::TryStreamExt;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::io::StreamReader;
 
 use super::AppState;
 use super::error::ApiError;
-use super::json::check_json;
+use super::json::{check_json, check_json_stream};
+use crate::store::{Spool, Spooled, Store, StoreError};
 
-/// A `POST` body: a complete, valid JSON document within the size limit.
-pub struct JsonBody(pub Bytes);
+/// A `POST` body: a complete, valid JSON document within the size limit. A large one never
+/// sits in memory: it is written to a temp file as it arrives ([`SPOOL_OVER`]).
+pub enum JsonBody {
+    Memory(Bytes),
+    Spooled(Spooled),
+}
+
+/// Bodies up to this many decoded bytes are held in memory; a larger one goes to a temp file
+/// in the data directory as it arrives, so that memory stays flat whatever the upload.
+const SPOOL_OVER: usize = 1 << 20;
 
 /// A `PATCH` body: a JSON merge patch (`application/merge-patch+json`) within the size limit.
 pub struct MergePatchBody(pub serde_json::Value);
@@ -38,9 +48,24 @@ impl FromRequest<AppState> for JsonBody {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         let send = "application/json (or text/plain)";
         check_content_type(req.headers(), is_json_or_text, true, send)?;
-        let body = read_body(req, state).await?;
-        check_json(&body).map_err(ApiError::InvalidJson)?;
-        Ok(Self(body))
+        match read_body(req, state, Some(&state.store)).await? {
+            Received::Memory(body) => {
+                check_json(&body).map_err(ApiError::InvalidJson)?;
+                Ok(Self::Memory(body.into()))
+            }
+            Received::Spooled(spool) => {
+                let finished = spool.finish(state.config.fsync).await;
+                let upload = finished.map_err(io_error)?;
+                let (upload, checked) = tokio::task::spawn_blocking(move || {
+                    let checked = check_json_stream(|| upload.open());
+                    (upload, checked)
+                })
+                .await
+                .expect("the JSON check does not panic");
+                checked.map_err(io_error)?.map_err(ApiError::InvalidJson)?;
+                Ok(Self::Spooled(upload))
+            }
+        }
     }
 }
 
@@ -51,7 +76,9 @@ impl FromRequest<AppState> for MergePatchBody {
         let is_merge_patch = |t: &str| essence(t) == "application/merge-patch+json";
         let send = "application/merge-patch+json";
         check_content_type(req.headers(), is_merge_patch, false, send)?;
-        let body = read_body(req, state).await?;
+        let Received::Memory(body) = read_body(req, state, None).await? else {
+            unreachable!("without a store to spool to, a body stays in memory");
+        };
         check_json(&body).map_err(ApiError::InvalidJson)?;
         let patch = serde_json::from_slice(&body)
             .map_err(|err| ApiError::InvalidJson(format!("The body is not valid JSON: {err}.")))?;
@@ -91,8 +118,19 @@ enum Encoding {
     Gzip,
 }
 
-/// Steps 2 to 4 of the pipeline: the encoding, the declared length, then the bytes.
-async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+/// A body as received: in memory, or (with a store to spool to) in a temp file.
+enum Received {
+    Memory(Vec<u8>),
+    Spooled(Box<Spool>),
+}
+
+/// Steps 2 to 4 of the pipeline: the encoding, the declared length, then the bytes, spooled
+/// to a temp file once past [`SPOOL_OVER`] when `spool_to` is given.
+async fn read_body(
+    req: Request,
+    state: &AppState,
+    spool_to: Option<&Store>,
+) -> Result<Received, ApiError> {
     let (limit, timeout) = (state.config.max_body_bytes, state.config.body_timeout);
     let encoding = encoding(req.headers())?;
     // gzip frames even incompressible data in 64 KiB blocks of 5 bytes' overhead (+ header).
@@ -107,16 +145,72 @@ async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
     if declared.is_some_and(|length| length > (limit + allowance) as u64) {
         return Err(ApiError::BodyTooLarge { limit });
     }
-    let body = req.into_body();
+    let transport = |err| io::Error::other(Transport(err));
+    let stream = TryStreamExt::map_err(req.into_body().into_data_stream(), transport);
+    let wire = StreamReader::new(stream);
     let read = async {
         match encoding {
-            Encoding::Identity => read_plain(body, limit).await,
-            Encoding::Gzip => read_gzip(body, limit).await,
+            Encoding::Identity => receive(wire, limit, spool_to).await,
+            Encoding::Gzip => {
+                let mut decoder = GzipDecoder::new(wire);
+                // Members after the first are part of the body too; bytes that are no gzip
+                // member at all are an error rather than silently dropped.
+                decoder.multiple_members(true);
+                receive(decoder, limit, spool_to).await
+            }
         }
     };
     tokio::time::timeout(timeout, read)
         .await
         .map_err(|_| ApiError::BodyTimeout(timeout))?
+}
+
+/// Reads the decoded body, stopping one read past `limit`: that much work at most, whatever
+/// it holds (a gzip bomb included).
+async fn receive(
+    mut body: impl AsyncRead + Unpin,
+    limit: usize,
+    spool_to: Option<&Store>,
+) -> Result<Received, ApiError> {
+    let (mut memory, mut spool, mut total) = (Vec::new(), None::<Spool>, 0);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let read = body.read(&mut buf).await.map_err(|err| {
+            match err.get_ref().is_some_and(|inner| inner.is::<Transport>()) {
+                true => ApiError::IncompleteBody,
+                false => ApiError::InvalidGzip(err.to_string()),
+            }
+        })?;
+        if read == 0 {
+            break;
+        }
+        total += read;
+        if total > limit {
+            return Err(ApiError::BodyTooLarge { limit });
+        }
+        if let Some(spool) = &mut spool {
+            spool.write(&buf[..read]).await.map_err(io_error)?;
+            continue;
+        }
+        memory.extend_from_slice(&buf[..read]);
+        if let Some(store) = spool_to
+            && memory.len() > SPOOL_OVER
+        {
+            let mut started = store.spool().await?;
+            started.write(&memory).await.map_err(io_error)?;
+            memory = Vec::new();
+            spool = Some(started);
+        }
+    }
+    Ok(match spool {
+        Some(spool) => Received::Spooled(Box::new(spool)),
+        None => Received::Memory(memory),
+    })
+}
+
+/// A failure to write or read a spooled upload: a full disk is a 507, as for any write.
+fn io_error(err: io::Error) -> ApiError {
+    StoreError::from(err).into()
 }
 
 /// The body's one content coding. Every `Content-Encoding` line counts (two lines mean the
@@ -142,38 +236,6 @@ fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
             "Content-Encoding {:?} is not accepted: send the body as it is, or gzipped once.",
             lines.join(", ")
         ))),
-    }
-}
-
-async fn read_plain(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.is::<LengthLimitError>() => Err(ApiError::BodyTooLarge { limit }),
-        Err(_) => Err(ApiError::IncompleteBody),
-    }
-}
-
-/// Gunzips `body` (every gzip member in it, as `zcat` would), stopping one byte past `limit`:
-/// that much work at most, whatever it holds.
-async fn read_gzip(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    let transport = |err| io::Error::other(Transport(err));
-    let compressed = StreamReader::new(TryStreamExt::map_err(body.into_data_stream(), transport));
-    let mut decoder = GzipDecoder::new(compressed);
-    // Members after the first are part of the body too; bytes that are no gzip member at all
-    // are an error rather than silently dropped.
-    decoder.multiple_members(true);
-    let mut decoded = Vec::new();
-    let read = decoder
-        .take(limit as u64 + 1)
-        .read_to_end(&mut decoded)
-        .await;
-    match read {
-        Ok(_) if decoded.len() > limit => Err(ApiError::BodyTooLarge { limit }),
-        Ok(_) => Ok(decoded.into()),
-        Err(err) if err.get_ref().is_some_and(|inner| inner.is::<Transport>()) => {
-            Err(ApiError::IncompleteBody)
-        }
-        Err(err) => Err(ApiError::InvalidGzip(err.to_string())),
     }
 }
 

@@ -89,9 +89,15 @@ pub async fn save(
     State(app): State<AppState>,
     SessionPath(session): SessionPath,
     Conditions(precondition): Conditions,
-    JsonBody(body): JsonBody,
+    body: JsonBody,
 ) -> Result<Response> {
-    let saved = app.store.save(&session, body, precondition).await?;
+    let saved = match body {
+        JsonBody::Memory(bytes) => app.store.save(&session, bytes, precondition).await?,
+        JsonBody::Spooled(upload) => {
+            let store = &app.store;
+            store.save_spooled(&session, upload, precondition).await?
+        }
+    };
     app.metrics.saved(&saved);
     Ok(saved_response(&app, &session, saved))
 }

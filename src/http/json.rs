@@ -1,6 +1,8 @@
 //! Whether a body is one complete JSON document: checked without building it in memory, with a
 //! sentence (line and column) for a person when it is not. Pure.
 
+use std::io::{self, Read};
+
 use serde::de::IgnoredAny;
 
 /// Deepest nesting of arrays and objects accepted: what serde_json itself parses, so that every
@@ -33,23 +35,37 @@ pub fn check_json(bytes: &[u8]) -> Result<(), String> {
 /// The offset of the first `[` or `{` nested deeper than [`MAX_DEPTH`], in syntactically
 /// valid JSON.
 fn too_deep_at(json: &[u8]) -> Option<usize> {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for (offset, &byte) in json.iter().enumerate() {
-        match (in_string, byte) {
-            (true, _) if escaped => escaped = false,
-            (true, b'\\') => escaped = true,
-            (true, b'"') | (false, b'"') => in_string = !in_string,
-            (false, b'[' | b'{') => {
-                depth += 1;
-                if depth > MAX_DEPTH {
-                    return Some(offset);
+    Nesting::default().feed(json)
+}
+
+/// Nesting depth, fed a document in pieces (inside strings, brackets do not count).
+#[derive(Debug, Default)]
+struct Nesting {
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl Nesting {
+    /// The offset in `bytes` of the first `[` or `{` nested deeper than [`MAX_DEPTH`].
+    fn feed(&mut self, bytes: &[u8]) -> Option<usize> {
+        for (offset, &byte) in bytes.iter().enumerate() {
+            match (self.in_string, byte) {
+                (true, _) if self.escaped => self.escaped = false,
+                (true, b'\\') => self.escaped = true,
+                (true, b'"') | (false, b'"') => self.in_string = !self.in_string,
+                (false, b'[' | b'{') => {
+                    self.depth += 1;
+                    if self.depth > MAX_DEPTH {
+                        return Some(offset);
+                    }
                 }
+                (false, b']' | b'}') => self.depth = self.depth.saturating_sub(1),
+                _ => {}
             }
-            (false, b']' | b'}') => depth -= 1,
-            _ => {}
         }
+        None
     }
-    None
 }
 
 /// Line and column (1-based, like serde_json's) just after `prefix`.
@@ -57,6 +73,59 @@ fn position(prefix: &[u8]) -> (usize, usize) {
     let line = 1 + prefix.iter().filter(|&&b| b == b'\n').count();
     let column = 1 + prefix.iter().rev().take_while(|&&b| b != b'\n').count();
     (line, column)
+}
+
+/// The same check as [`check_json`] for a document too large to hold in memory: `open` gives
+/// a fresh reader of it, and it is read twice (UTF-8 and nesting, then syntax). The outer
+/// error is a failure to read; the inner one the sentence for the client.
+pub fn check_json_stream<R: Read>(
+    mut open: impl FnMut() -> io::Result<R>,
+) -> io::Result<Result<(), String>> {
+    let (mut reader, mut buf, mut carried) = (open()?, vec![0u8; 64 * 1024], 0);
+    let (mut nesting, mut line, mut column) = (Nesting::default(), 1, 1);
+    let mut advance = |bytes: &[u8]| {
+        for &byte in bytes {
+            (line, column) = if byte == b'\n' {
+                (line + 1, 1)
+            } else {
+                (line, column + 1)
+            };
+        }
+        (line, column)
+    };
+    loop {
+        let read = reader.read(&mut buf[carried..])?;
+        let filled = carried + read;
+        let piece = &buf[..filled];
+        // A character cut at the end of a piece is carried over to the next one.
+        let valid = match std::str::from_utf8(piece) {
+            Ok(_) => filled,
+            Err(err) if err.error_len().is_none() && read > 0 => err.valid_up_to(),
+            Err(err) => {
+                let (line, column) = advance(&piece[..err.valid_up_to()]);
+                let at = format!("at line {line} column {column}");
+                return Ok(Err(format!("The body is not valid UTF-8 ({at}).")));
+            }
+        };
+        if let Some(offset) = nesting.feed(&piece[..valid]) {
+            let (line, column) = advance(&piece[..=offset]);
+            return Ok(Err(format!(
+                "The body is not valid JSON here: arrays and objects nest deeper than \
+                 {MAX_DEPTH} levels at line {line} column {column}."
+            )));
+        }
+        advance(&piece[..valid]);
+        if read == 0 {
+            break;
+        }
+        buf.copy_within(valid..filled, 0);
+        carried = filled - valid;
+    }
+    match serde_json::from_reader::<_, IgnoredAny>(io::BufReader::new(open()?)) {
+        Ok(_) => Ok(Ok(())),
+        Err(err) if err.is_io() => Err(err.into()),
+        Err(err) => Ok(Err(format!("The body is not valid JSON: {err}."))),
+    }
 }
 
 #[cfg(test)]
@@ -118,6 +187,50 @@ mod tests {
         assert!(check_json(deep(100_000).as_bytes()).is_err());
         let brackets_in_strings = format!("[\"{}\", \"\\\"[\"]", "[".repeat(500));
         assert_eq!(check_json(brackets_in_strings.as_bytes()), Ok(()));
+    }
+
+    /// The streaming check says what the in-memory one says, also when a character or an
+    /// escape is cut between two reads.
+    #[test]
+    fn the_streaming_check_agrees_with_the_in_memory_one() {
+        let deep = |n| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        let long = format!("{{\"s\":\"{}\"}}", "é😀\\\"".repeat(30_000));
+        let cases: Vec<Vec<u8>> = vec![
+            b"{}".to_vec(),
+            long.into_bytes(),
+            deep(MAX_DEPTH).into_bytes(),
+            deep(MAX_DEPTH + 1).into_bytes(),
+            b"{\"a\":\n \"\xff\"}".to_vec(),
+            b"{\n  \"a\": 1 x}".to_vec(),
+            b"{\"a\": [1, 2".to_vec(),
+            b"\xe2\x82".to_vec(),
+            b"".to_vec(),
+        ];
+        for case in cases {
+            // Reads of 7 bytes at most, so pieces end inside characters and escapes.
+            struct Trickle<'a>(&'a [u8]);
+            impl Read for Trickle<'_> {
+                fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                    let n = buf.len().min(7).min(self.0.len());
+                    buf[..n].copy_from_slice(&self.0[..n]);
+                    self.0 = &self.0[n..];
+                    Ok(n)
+                }
+            }
+            let streamed = check_json_stream(|| Ok(Trickle(&case))).unwrap();
+            let in_memory = check_json(&case);
+            assert_eq!(
+                streamed.is_ok(),
+                in_memory.is_ok(),
+                "{:?}",
+                String::from_utf8_lossy(&case)
+            );
+            if let (Err(a), Err(b)) = (&streamed, &in_memory)
+                && (a.contains("UTF-8") || a.contains("deeper"))
+            {
+                assert_eq!(a, b);
+            }
+        }
     }
 
     #[test]

@@ -21,7 +21,9 @@ use super::usage::Counts;
 
 const SNAPSHOT_SUFFIX: &str = ".json";
 const TEMP_SUFFIX: &str = ".json.tmp";
-pub(super) const PROBE_PREFIX: &str = ".snapkeep-probe-";
+const PROBE_PREFIX: &str = ".snapkeep-probe-";
+/// A large upload on its way in, at the top of the data directory (see [`Disk::create_upload`]).
+const UPLOAD_PREFIX: &str = ".snapkeep-upload-";
 
 #[derive(Debug)]
 pub struct Disk {
@@ -144,6 +146,43 @@ impl Disk {
     /// Writes a new snapshot durably (see [`atomic`]), creating the session's directory first
     /// if needed; a directory made for a write that then fails is removed again.
     pub fn write(&self, session: &SessionId, id: &SnapshotId, bytes: &[u8]) -> io::Result<()> {
+        self.in_session_dir(session, |dir| {
+            let temp_name = format!(".{id}{TEMP_SUFFIX}");
+            atomic::write(dir, &snapshot_name(id), &temp_name, bytes, self.fsync)
+        })
+    }
+
+    /// Creates a file for a large upload to stream into, at the top of the data directory
+    /// (its session directory may not exist yet, and a refused upload must not create it).
+    pub fn create_upload(&self) -> io::Result<(PathBuf, File)> {
+        let n = self.probes.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .root
+            .join(format!("{UPLOAD_PREFIX}{}-{n}.tmp", std::process::id()));
+        let file = File::options().write(true).create_new(true).open(&path)?;
+        Ok((path, file))
+    }
+
+    /// Makes a finished upload (written and, with fsync on, synced) the snapshot `id`: one
+    /// rename into the session's directory, then both directories are synced.
+    pub fn install(&self, session: &SessionId, id: &SnapshotId, upload: &Path) -> io::Result<()> {
+        self.in_session_dir(session, |dir| {
+            fs::rename(upload, dir.join(snapshot_name(id)))?;
+            if self.fsync {
+                atomic::sync_dir(dir)?;
+                atomic::sync_dir(&self.root)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs `work` in the session's directory, creating it first if needed (durably); a
+    /// directory made for work that then fails is removed again.
+    fn in_session_dir(
+        &self,
+        session: &SessionId,
+        work: impl FnOnce(&Path) -> io::Result<()>,
+    ) -> io::Result<()> {
         let dir = self.session_dir(session);
         let created = !dir.is_dir();
         if created {
@@ -153,18 +192,14 @@ impl Disk {
             }
             fs::create_dir_all(&dir)?;
         }
-        let write = || {
-            if created && self.fsync {
-                atomic::sync_dir(&self.root)?;
-            }
-            let temp_name = format!(".{id}{TEMP_SUFFIX}");
-            atomic::write(&dir, &snapshot_name(id), &temp_name, bytes, self.fsync)
+        let done = match created && self.fsync {
+            true => atomic::sync_dir(&self.root).and_then(|()| work(&dir)),
+            false => work(&dir),
         };
-        let written = write();
-        if written.is_err() && created {
+        if done.is_err() && created {
             let _ = fs::remove_dir(&dir);
         }
-        written
+        done
     }
 
     pub fn remove(&self, session: &SessionId, id: &SnapshotId) -> io::Result<()> {
@@ -208,7 +243,7 @@ impl Disk {
         for item in walk.into_iter().filter_map(Result::ok) {
             let name = item.file_name().to_str().unwrap_or_default();
             let leftover = match item.depth() {
-                1 => name.starts_with(PROBE_PREFIX),
+                1 => is_top_level_temp(name),
                 _ => parse_temp_name(name).is_some() && session_of(item.path()).is_some(),
             };
             if leftover && item.file_type().is_file() {
@@ -273,6 +308,11 @@ fn snapshot_name(id: &SnapshotId) -> String {
 
 pub(super) fn parse_snapshot_name(name: &str) -> Option<SnapshotId> {
     SnapshotId::parse(name.strip_suffix(SNAPSHOT_SUFFIX)?).ok()
+}
+
+/// A readiness probe or an upload on its way in: temp files at the top of the data directory.
+pub(super) fn is_top_level_temp(name: &str) -> bool {
+    name.starts_with(PROBE_PREFIX) || name.starts_with(UPLOAD_PREFIX)
 }
 
 pub(super) fn parse_temp_name(name: &str) -> Option<SnapshotId> {

@@ -12,6 +12,7 @@ mod maintain;
 pub mod name;
 mod precondition;
 pub mod retain;
+mod spool;
 mod usage;
 mod verify;
 mod write;
@@ -31,10 +32,11 @@ use self::retain::Retention;
 
 pub use self::maintain::SessionSummary;
 pub use self::precondition::{Expected, Precondition};
+pub use self::spool::{Spool, Spooled};
 pub use self::usage::Counts;
 use self::usage::Usage;
 pub use self::verify::Report;
-use self::write::{Rules, save_locked};
+use self::write::{Content, Rules, save_locked};
 
 /// More writers than can ever be in flight: the stop gate's capacity.
 const GATE_CAPACITY: u32 = 1 << 24;
@@ -296,8 +298,24 @@ impl Store {
         content: Bytes,
         precondition: Precondition,
     ) -> Result<Saved, StoreError> {
-        self.with_latest(session, precondition, move |_, _, _| Ok(content.to_vec()))
-            .await
+        self.with_latest(session, precondition, move |_, _, _| {
+            Ok(Content::Bytes(content.to_vec()))
+        })
+        .await
+    }
+
+    /// Saves a finished upload (see [`Store::spool`]) like [`Store::save`]: moved into place
+    /// with a rename, never read into memory.
+    pub async fn save_spooled(
+        &self,
+        session: &SessionId,
+        upload: Spooled,
+        precondition: Precondition,
+    ) -> Result<Saved, StoreError> {
+        self.with_latest(session, precondition, move |_, _, _| {
+            Ok(Content::Spooled(upload))
+        })
+        .await
     }
 
     /// Applies the JSON merge patch `patch` (RFC 7396) to the latest snapshot (or to an empty
@@ -322,7 +340,7 @@ impl Store {
             crate::merge_patch::apply(&mut document, &patch);
             let bytes = serde_json::to_vec(&document).expect("a Value always serializes");
             match bytes.len() <= max_bytes {
-                true => Ok(bytes),
+                true => Ok(Content::Bytes(bytes)),
                 false => Err(StoreError::TooLarge { limit: max_bytes }),
             }
         })
@@ -338,7 +356,7 @@ impl Store {
         make: F,
     ) -> Result<Saved, StoreError>
     where
-        F: FnOnce(&Disk, &SessionId, Option<&SnapshotId>) -> Result<Vec<u8>, StoreError>
+        F: FnOnce(&Disk, &SessionId, Option<&SnapshotId>) -> Result<Content, StoreError>
             + Send
             + 'static,
     {

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use walkdir::WalkDir;
 
-use super::disk::{PROBE_PREFIX, parse_snapshot_name, parse_temp_name};
+use super::disk::{is_top_level_temp, parse_snapshot_name, parse_temp_name};
 use super::name::{SessionId, sha256_hex_of};
 
 /// A temp file younger than this may belong to a write in progress (a server running next to
@@ -63,7 +63,7 @@ pub(super) fn verify(root: &Path) -> io::Result<Report> {
         let leftover = || !in_flight(entry.path());
         match entry.depth() {
             1 if is_dir && SessionId::parse(name).is_ok() => {}
-            1 if name.starts_with(PROBE_PREFIX) => {
+            1 if is_top_level_temp(name) => {
                 if leftover() {
                     report.temp.push(relative);
                 }

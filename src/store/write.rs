@@ -7,8 +7,9 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use super::disk::Disk;
-use super::name::{SessionId, SnapshotId, sha256_hex};
+use super::name::{SessionId, SnapshotId, sha256_hex, sha256_hex_of};
 use super::retain::{self, Retention};
+use super::spool::Spooled;
 use super::usage::{Change, Usage};
 use super::{Quotas, Saved, SnapshotInfo, StoreError};
 
@@ -19,21 +20,61 @@ pub(super) struct Rules {
     pub usage: Arc<Usage>,
 }
 
+/// A new snapshot's content: in memory, or a finished upload in a temp file.
+pub(crate) enum Content {
+    Bytes(Vec<u8>),
+    Spooled(Spooled),
+}
+
+impl Content {
+    fn len(&self) -> u64 {
+        match self {
+            Content::Bytes(bytes) => bytes.len() as u64,
+            Content::Spooled(upload) => upload.bytes,
+        }
+    }
+
+    fn sha256(&self) -> String {
+        match self {
+            Content::Bytes(bytes) => sha256_hex(bytes),
+            Content::Spooled(upload) => upload.sha256.clone(),
+        }
+    }
+
+    /// Whether `id`'s file holds exactly this content (for an upload: the same SHA-256).
+    fn equals(&self, disk: &Disk, session: &SessionId, id: &SnapshotId) -> io::Result<bool> {
+        match self {
+            Content::Bytes(bytes) => Ok(disk.read(session, id)? == *bytes),
+            Content::Spooled(upload) => {
+                let (file, _) = disk.open(session, id)?;
+                Ok(sha256_hex_of(file)? == upload.sha256)
+            }
+        }
+    }
+
+    fn write(&self, disk: &Disk, session: &SessionId, id: &SnapshotId) -> io::Result<()> {
+        match self {
+            Content::Bytes(bytes) => disk.write(session, id, bytes),
+            Content::Spooled(upload) => disk.install(session, id, upload.path()),
+        }
+    }
+}
+
 /// Saves `content` as the newest of the session's snapshots `ids` (listed under its lock):
 /// dedup against the latest, choose the id, check quotas, write, prune.
 pub(super) fn save_locked(
     disk: &Disk,
     session: &SessionId,
-    content: &[u8],
+    content: &Content,
     ids: &[SnapshotId],
     rules: &Rules,
 ) -> Result<Saved, StoreError> {
-    let sha256 = sha256_hex(content);
+    let sha256 = content.sha256();
     let newest = ids.iter().max();
     // The id carries a digest prefix, so the file is only read when a match is likely.
     if let Some(newest) = newest
         && newest.digest_matches(&sha256)
-        && disk.read(session, newest)? == content
+        && content.equals(disk, session, newest)?
     {
         // Nothing new to write, but the session is in use: the idle-session sweep looks at
         // this time, so an app that keeps saving the same state keeps its backup.
@@ -43,7 +84,7 @@ pub(super) fn save_locked(
         return Ok(Saved {
             info: SnapshotInfo {
                 id: newest.clone(),
-                bytes: content.len() as u64,
+                bytes: content.len(),
             },
             sha256,
             deduplicated: true,
@@ -55,7 +96,7 @@ pub(super) fn save_locked(
     })?;
     let info = SnapshotInfo {
         id,
-        bytes: content.len() as u64,
+        bytes: content.len(),
     };
     let mut all = ids.to_vec();
     all.push(info.id.clone());
@@ -78,7 +119,7 @@ pub(super) fn save_locked(
         .usage
         .admit(&rules.quotas, &change)
         .map_err(|over| StoreError::OverQuota(over.0))?;
-    if let Err(err) = disk.write(session, &info.id, content) {
+    if let Err(err) = content.write(disk, session, &info.id) {
         rules.usage.undo(&change);
         return Err(err.into());
     }

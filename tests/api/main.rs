@@ -16,6 +16,7 @@ mod disabled;
 mod disk_full;
 mod gzip;
 mod housekeeping;
+mod large;
 mod limits;
 mod metrics;
 mod patch;

@@ -202,7 +202,7 @@ pub fn sha256_hex_of(mut reader: impl std::io::Read) -> std::io::Result<String> 
     }
 }
 
-fn hex(digest: &[u8]) -> String {
+pub(super) fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use super::name::hex;
 use super::{Store, StoreError, blocking};
 
 /// An upload on its way in.
@@ -54,10 +55,9 @@ impl Spool {
         if fsync {
             self.file.sync_all().await?;
         }
-        let sha256 = self.hasher.finalize();
         Ok(Spooled {
             bytes: self.bytes,
-            sha256: sha256.iter().map(|b| format!("{b:02x}")).collect(),
+            sha256: hex(&self.hasher.finalize()),
             temp: self.temp,
         })
     }

@@ -208,3 +208,50 @@ async fn a_snapshot_dated_at_the_end_of_time_stops_writes_with_an_answer_not_a_p
         "the server is still up"
     );
 }
+
+/// While start-up prepares the directory, over HTTP: `/readyz` says `503`, reads are served,
+/// and a write waits, then goes through once the preparation is done. (The server's own
+/// start-up takes the hold itself; here the test takes it, to hold it as long as it likes.)
+#[tokio::test]
+async fn while_preparing_readyz_is_503_reads_are_served_and_a_write_waits() {
+    use snapkeep::config::Config;
+    use snapkeep::http::App;
+    let temp = tempfile::tempdir().unwrap();
+    let vars = [(
+        "SNAPKEEP_DATA_DIR".to_owned(),
+        temp.path().display().to_string(),
+    )];
+    let (config, _) = Config::from_vars(vars).unwrap();
+    let state = App::new(config);
+    state.store.create().await.unwrap();
+    state.store.hold_writes();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = snapkeep::http::router(state.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let client = reqwest::Client::new();
+
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    let refusal = crate::helpers::assert_error(ready, 503, "not_ready").await;
+    assert!(
+        refusal["error"].as_str().unwrap().contains("preparing"),
+        "{refusal}"
+    );
+    let read = client
+        .get(format!("{base}{BASE}/s/latest"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 404, "a read is answered at once");
+
+    let write = tokio::spawn({
+        let (client, url) = (client.clone(), format!("{base}{BASE}/s"));
+        async move { client.post(url).json(&[1]).send().await.unwrap().status() }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(!write.is_finished(), "the write waits for the preparation");
+    state.store.prepare().await.unwrap();
+    assert_eq!(write.await.unwrap(), 201);
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+}

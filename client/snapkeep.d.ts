@@ -75,7 +75,7 @@ export interface OfflineDetail {
 
 export interface ConflictDetail<T = unknown> {
   status: 412;
-  /** This browser's newest state, not saved. */
+  /** This tab's newest state, not saved (or, when this tab sent a closed tab's queued save, that save's state). */
   local: T;
   /** The server's latest, written by another tab or device (its text, if it is not JSON). */
   server: T;
@@ -121,7 +121,7 @@ export class Client<T = unknown> extends EventTarget {
   readonly session: string;
   /** 'idle', or the type of the last event. */
   readonly status: Status;
-  /** Saves waiting in the IndexedDB queue. */
+  /** Saves waiting in this browser's IndexedDB queue for the session (every tab's). */
   readonly queued: number;
   /** The open conflict, with the newest local state, or null. */
   readonly conflict: Omit<ConflictDetail<T>, 'status'> | null;
@@ -145,9 +145,15 @@ export class Client<T = unknown> extends EventTarget {
     readLocal: () => unknown,
     applyState: (state: T, snapshot: Snapshot<T> | null) => void | Promise<void>,
   ): Promise<boolean>;
-  /** Takes the server's side of the open conflict (or this snapshot) as the base; drops unsent saves. */
+  /**
+   * Takes the server's side of the open conflict (or this snapshot) as the base; drops this
+   * tab's unsent saves (and a closed tab's whose conflict this tab raised).
+   */
   adopt(snapshot?: Snapshot<T>): Promise<T>;
-  /** Saves `state` (default: the local state) over the server's latest, ending the conflict. */
+  /**
+   * Saves `state` (default: the local state) over the server's latest, ending the conflict;
+   * drops this tab's queued saves (and a closed tab's whose conflict this tab raised).
+   */
   resolve(state?: T): Promise<string | null>;
   /** Backs up these localStorage keys as one { key: value } document; puts them back on an empty browser. */
   mirrorLocalStorage(keys: string[]): Mirror;

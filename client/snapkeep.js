@@ -55,6 +55,8 @@ export class Client extends EventTarget {
   #busy = 0; // writes running or waiting in #chain: a page-hide send must not overtake them
   #hooks = []; // run before the page-hide send (mirrorLocalStorage reads its keys)
   #listeners = [];
+  #tab; // this tab's id (sessionStorage: a reload keeps it), recorded with each queued save
+  #release; // ends the Web Lock that tells other tabs this one is alive
 
   constructor({ url, session, token, debounceMs = 1000, maxWaitMs = 10000, gzip = true,
     retryMs = 1000, maxRetryMs = 60000, onConflict } = {}) {
@@ -68,6 +70,15 @@ export class Client extends EventTarget {
       code: 'storage', message: `IndexedDB failed (${error?.message}): saves wait in memory, for this page only` }));
     this.#sentKey = `snapkeep:sent ${this.url} ${session}`;
     this.#unacked = (storage()?.getItem(this.#sentKey) ?? '').split(' ').filter(Boolean);
+    const tabKey = `snapkeep:tab ${this.url} ${session}`;
+    try {
+      this.#tab = sessionStorage.getItem(tabKey);
+      if (!this.#tab) sessionStorage.setItem(tabKey, (this.#tab = randomId()));
+    } catch {
+      this.#tab ??= randomId(); // blocked: an id for this page only
+    }
+    globalThis.navigator?.locks?.request(`snapkeep tab ${this.#tab}`,
+      () => this.#release !== null && new Promise((release) => (this.#release = release)));
     this.#ready = this.#load();
     const hide = () => this.#hide();
     this.#listen(globalThis, 'pagehide', hide);
@@ -84,7 +95,8 @@ export class Client extends EventTarget {
 
   /** The open conflict ({ local, server, serverId }), or null. */
   get conflict() {
-    return this.#conflict && { ...this.#conflict, local: this.#local() };
+    const open = this.#conflict;
+    return open && { serverId: open.serverId, server: open.server, local: this.#local() };
   }
 
   /** Calls fn(detail) on each event of that type; returns a function that stops it. */
@@ -140,7 +152,7 @@ export class Client extends EventTarget {
     await this.#ready;
     if ((await readLocal()) != null) return false;
     // Saves still queued here are newer than anything on the server: the newest comes back.
-    const queued = await this.#queue.last();
+    const queued = (await this.#queue.rows()).at(-1);
     if (queued) {
       await applyState(JSON.parse(queued.body), null);
       return true;
@@ -174,9 +186,9 @@ export class Client extends EventTarget {
       if (!from) throw new TypeError('snapkeep: adopt() needs a snapshot when no conflict is open');
       await this.#ready;
       this.#pending = null;
-      this.#conflict = null;
       await this.#setBase(from.serverId);
       await this.#clearQueue();
+      this.#conflict = null;
       if (this.status === 'conflict') this.status = 'idle';
       return from.server;
     });
@@ -191,9 +203,9 @@ export class Client extends EventTarget {
       const open = this.#conflict;
       const next = state !== undefined ? state : open && this.#local();
       if (open) {
-        this.#conflict = null;
         await this.#setBase(open.serverId);
         await this.#clearQueue();
+        this.#conflict = null;
       }
       if (next !== undefined) this.#pending = { state: next };
     }).then(() => this.flush());
@@ -251,6 +263,8 @@ export class Client extends EventTarget {
   close() {
     clearTimeout(this.#timer);
     clearTimeout(this.#retryTimer);
+    this.#release?.(); // its queued saves are another tab's to send now
+    this.#release = null;
     for (const [target, type, fn] of this.#listeners) target.removeEventListener(type, fn);
     this.#listeners = [];
   }
@@ -287,24 +301,30 @@ export class Client extends EventTarget {
       return null;
     }
     let id = this.#base;
+    // Saves of other tabs still open are theirs to send (each on top of its own base, so the
+    // second of two tabs gets the conflict); those of closed tabs are sent here.
+    const live = await liveTabs();
     for (;;) {
-      const entry = await this.#queue.first();
+      const entry = (await this.#queue.rows()).find((row) => this.#mine(row) || !live?.has(row.tab));
       const pending = !entry && this.#pending;
       if (!entry && !pending) return id;
       if (pending) this.#pending = null;
       const body = entry ? entry.body : JSON.stringify(pending.state);
-      const outcome = await this.#write(body, entry?.seq);
+      const orphan = entry && !this.#mine(entry) ? entry : undefined;
+      const outcome = await this.#write(body, entry?.seq, undefined, false, orphan);
       if (outcome === DROP || typeof outcome === 'string') {
-        id = outcome === DROP ? null : outcome;
+        if (!orphan) id = outcome === DROP ? null : outcome;
         continue;
       }
       // Not sent. A state that went into the queue meanwhile (the page was hidden while this
       // one was on its way) is newer and supersedes a pending one; else the pending one waits.
-      const newer = pending && (await this.#queue.count()) > 0;
+      const own = (await this.#queue.rows()).filter((row) => (orphan ? row.tab === orphan.tab : this.#mine(row)));
+      const newer = pending && own.length > 0;
       if (outcome === PAUSE) {
         if (pending && !newer) this.#pending ??= pending;
-        const last = await this.#queue.last();
-        this.#conflict.local = last ? parse(last.body) : pending.state;
+        // A closed tab's save in conflict: this tab shows it, and adopt()/resolve() drop it.
+        this.#conflict.orphan = orphan?.tab;
+        this.#conflict.local = own.length ? parse(own.at(-1).body) : pending.state;
         this.#paused();
         return null;
       }
@@ -319,11 +339,11 @@ export class Client extends EventTarget {
    * One POST of `body` on top of the base (`seq`: its place in the queue, left once it is
    * saved or refused). Resolves to the new id, RETRY, PAUSE or DROP.
    */
-  async #write(body, seq, response, again = false) {
+  async #write(body, seq, response, again = false, orphan) {
     if (!response) {
       this.#emit('saving', { bytes: size(body), queued: this.#queued });
-      this.#sent(body);
-      response = this.#post(body);
+      if (!orphan) this.#sent(body);
+      response = this.#post(body, orphan ? orphan.base : this.#base);
     }
     let answer;
     try {
@@ -334,8 +354,7 @@ export class Client extends EventTarget {
     if (answer.ok) {
       const saved = await answer.json();
       this.#attempt = 0;
-      await this.#setBase(saved.id, body);
-      if (seq !== undefined) await this.#dequeue(seq);
+      await this.#landed(saved.id, body, seq, orphan);
       this.#emit('saved', { id: saved.id, status: answer.status, createdAt: saved.createdAt,
         bytes: saved.bytes, deduplicated: saved.deduplicated, queued: this.#queued });
       return saved.id;
@@ -343,7 +362,7 @@ export class Client extends EventTarget {
     const problem = await answer.json().catch(() => ({}));
     const { status } = answer;
     const message = problem.error || `HTTP ${status}`;
-    if (status === 412) return this.#precondition(body, seq, problem, again);
+    if (status === 412) return this.#precondition(body, seq, problem, again, orphan);
     if (retryable(status)) {
       return this.#failed(status, message, answer.headers.get('Retry-After'));
     }
@@ -354,7 +373,7 @@ export class Client extends EventTarget {
   }
 
   /** A 412: our own earlier write (then go on), or another writer's (then pause). */
-  async #precondition(body, seq, problem, again) {
+  async #precondition(body, seq, problem, again, orphan) {
     let server = null;
     try {
       if (problem.latest) server = await this.#read('latest');
@@ -363,17 +382,17 @@ export class Client extends EventTarget {
       return this.#failed(error.status ?? 0, error.message);
     }
     if (server && server.text === body) {
-      await this.#setBase(server.id, body, true);
-      if (seq !== undefined) await this.#dequeue(seq);
+      await this.#landed(server.id, body, seq, orphan, true);
       this.#emit('saved', { id: server.id, status: 200, createdAt: createdAt(server.id),
         bytes: size(body), deduplicated: true, queued: this.#queued });
       return server.id;
     }
-    if (!again && (!server || this.#unacked.includes(digest(server.text)))) {
-      // The session was emptied, or its latest is what we sent last (an answer lost on the
-      // way, a page-hide send, another tab of ours): nothing of anyone else's to overwrite.
-      await this.#setBase(server ? server.id : null, server?.text, true);
-      return this.#write(body, seq, undefined, true);
+    if (!again && (!server || (!orphan && this.#unacked.includes(digest(server.text))))) {
+      // The session was emptied, or its latest is what this tab sent last (an answer lost on
+      // the way, a page-hide send): nothing of anyone else's to overwrite.
+      if (orphan) orphan.base = null;
+      else await this.#setBase(server ? server.id : null, server?.text, true);
+      return this.#write(body, seq, undefined, true, orphan);
     }
     if (!server) return this.#failed(412, 'the session changed while saving');
     // A latest edited by hand into something that is not JSON comes as its text.
@@ -415,8 +434,8 @@ export class Client extends EventTarget {
     this.flush();
   }
 
-  async #post(body) {
-    const headers = { 'Content-Type': 'application/json', ...this.#precondHeader(), ...(await this.#auth()) };
+  async #post(body, base) {
+    const headers = { 'Content-Type': 'application/json', ...precondition(base), ...(await this.#auth()) };
     let payload = body;
     if (this.#o.gzip && typeof CompressionStream === 'function' && body.length >= GZIP_MIN) {
       const zipped = new Blob([body]).stream().pipeThrough(new CompressionStream('gzip'));
@@ -424,10 +443,6 @@ export class Client extends EventTarget {
       headers['Content-Encoding'] = 'gzip';
     }
     return fetch(this.#endpoint, { method: 'POST', headers, body: payload, signal: timeout() });
-  }
-
-  #precondHeader() {
-    return this.#base ? { 'If-Match': `"${this.#base}"` } : { 'If-None-Match': '*' };
   }
 
   async #auth() {
@@ -464,7 +479,7 @@ export class Client extends EventTarget {
       navigator.sendBeacon(this.#endpoint, body);
       return;
     }
-    const headers = { 'Content-Type': 'application/json', ...this.#precondHeader() };
+    const headers = { 'Content-Type': 'application/json', ...precondition(this.#base) };
     if (this.#token) headers.Authorization = `Bearer ${this.#token}`;
     const response = fetch(this.#endpoint, { method: 'POST', keepalive: true, headers, body });
     this.#emit('saving', { bytes: size(body), queued: this.#queued });
@@ -494,7 +509,7 @@ export class Client extends EventTarget {
   }
 
   async #enqueue(body) {
-    await this.#queue.add(body);
+    await this.#queue.add(body, this.#tab, this.#base);
     this.#queued = await this.#queue.count();
   }
 
@@ -503,15 +518,33 @@ export class Client extends EventTarget {
     this.#queued = await this.#queue.count();
   }
 
+  /** Drops this tab's queued saves (and those of the closed tab whose conflict it showed). */
   async #clearQueue() {
-    await this.#queue.clear();
-    this.#queued = 0;
+    const orphan = this.#conflict?.orphan;
+    await this.#queue.clear((row) => this.#mine(row) || (orphan && row.tab === orphan));
+    this.#queued = await this.#queue.count();
+  }
+
+  /** Saved by this tab, or by a client from before tabs were told apart. */
+  #mine(row) {
+    return !row.tab || row.tab === this.#tab;
+  }
+
+  /**
+   * `body` is saved as `id`: it leaves the queue, the rest of its tab's queue goes on top of
+   * it, and, when it is this tab's, it is the new base (see #setBase for `latest`).
+   */
+  async #landed(id, body, seq, orphan, latest) {
+    if (!orphan) await this.#setBase(id, body, latest);
+    if (seq === undefined && !this.#queued) return;
+    this.#queued = await this.#queue.landed(seq, orphan ? orphan.tab : this.#tab, orphan ? id : this.#base);
   }
 
   // --- helpers ---
 
   #local() {
-    return this.#pending ? this.#pending.state : this.#conflict.local;
+    const open = this.#conflict;
+    return this.#pending && !open.orphan ? this.#pending.state : open.local;
   }
 
   /** Remembers what is sent, synchronously: the page may be gone before its answer comes. */
@@ -588,6 +621,20 @@ export class Client extends EventTarget {
     target.addEventListener(type, fn);
     this.#listeners.push([target, type, fn]);
   }
+}
+
+function precondition(base) {
+  return base ? { 'If-Match': `"${base}"` } : { 'If-None-Match': '*' };
+}
+
+/** The ids of the tabs open now (each holds a Web Lock), or null where there are no locks. */
+async function liveTabs() {
+  const held = (await globalThis.navigator?.locks?.query())?.held;
+  return held && new Set(held.map((lock) => lock.name?.match(/^snapkeep tab (.+)/)?.[1]).filter(Boolean));
+}
+
+function randomId() {
+  return Math.random().toString(36).slice(2) + Date.now().toString(36);
 }
 
 function snapshot({ id, text, integrity }) {
@@ -691,24 +738,31 @@ class Queue {
     return inMemory(this.#memory);
   }
 
-  add(body) {
-    return this.#run(QUEUE, 'readwrite', (s) => s.add({ key: this.key, body, at: Date.now() }),
-      (m) => void m.rows.push({ seq: ++m.seq, body }));
+  /** Queues `body`, saved by tab `tab` on top of snapshot `base`. */
+  add(body, tab, base) {
+    return this.#run(QUEUE, 'readwrite', (s) => s.add({ key: this.key, body, at: Date.now(), tab, base }),
+      (m) => void m.rows.push({ seq: ++m.seq, body, tab, base }));
   }
 
-  first() {
-    return this.#end('next', (rows) => rows[0]);
+  /** The queue, oldest first: [{ seq, body, tab, base }]. */
+  rows() {
+    return this.#run(QUEUE, 'readonly', (s) => {
+      const rows = [];
+      this.#each(s, (cursor) => rows.push({ ...cursor.value, seq: cursor.primaryKey }));
+      return { result: rows };
+    }, (m) => m.rows.map((row) => ({ ...row })));
   }
 
-  last() {
-    return this.#end('prev', (rows) => rows.at(-1));
-  }
-
-  async #end(direction, inMemory) {
-    const found = await this.#run(QUEUE, 'readonly',
-      (s) => s.index('key').openCursor(IDBKeyRange.only(this.key), direction), (m) => inMemory(m.rows));
-    if (globalThis.IDBCursor && found instanceof IDBCursor) return { seq: found.primaryKey, body: found.value.body };
-    return found ?? null;
+  /** Calls fn(cursor) on each row of this session, oldest first. */
+  #each(store, fn) {
+    const request = store.index('key').openCursor(IDBKeyRange.only(this.key));
+    request.onsuccess = () => {
+      const cursor = request.result;
+      if (cursor) {
+        fn(cursor);
+        cursor.continue();
+      }
+    };
   }
 
   count() {
@@ -720,17 +774,20 @@ class Queue {
       (m) => void (m.rows = m.rows.filter((row) => row.seq !== seq)));
   }
 
-  clear() {
+  /** Removes the rows `which(row)` picks. */
+  clear(which) {
+    return this.#run(QUEUE, 'readwrite', (s) => this.#each(s, (c) => which(c.value) && c.delete()),
+      (m) => void (m.rows = m.rows.filter((row) => !which(row))));
+  }
+
+  /** Row `seq` (if any) was saved as `base`: it goes, the rest of tab `tab` goes on top of it. Resolves to the count. */
+  landed(seq, tab, base) {
+    const update = (row) => (row.tab === tab ? { ...row, base } : row);
     return this.#run(QUEUE, 'readwrite', (s) => {
-      const request = s.index('key').openCursor(IDBKeyRange.only(this.key));
-      request.onsuccess = () => {
-        const cursor = request.result;
-        if (cursor) {
-          cursor.delete();
-          cursor.continue();
-        }
-      };
-    }, (m) => void (m.rows = []));
+      if (seq !== undefined) s.delete(seq);
+      this.#each(s, (c) => c.value.tab === tab && c.update(update(c.value)));
+      return s.index('key').count(this.key);
+    }, (m) => (m.rows = m.rows.filter((row) => row.seq !== seq).map(update)).length);
   }
 
   /** Reads the last-seen id, or stores it when given one (or null). */

@@ -520,6 +520,96 @@ test('3. two tabs, one session: the second gets a conflict and overwrites nothin
   }
 });
 
+test('3c. two tabs save while the server is away: one lands, the other gets the conflict', { timeout: TIMEOUT }, async () => {
+  let srv = await server();
+  const { port, dataDir } = srv;
+  const context = await browser.newContext();
+  try {
+    // Minutes between retries: only the `online` events below send the queues.
+    const options = { debounceMs: 60000, retryMs: 600000, maxRetryMs: 600000 };
+    const flushEdit = (page, state) => page.evaluate((s) => (window.edit(s), window.client.flush()), state);
+    // The online event starts a drain; a flush after it resolves once that is over.
+    const online = (page) => page.evaluate(() => (window.dispatchEvent(new Event('online')), window.client.flush()));
+    const start = { doc: 'start' };
+    const tabA = await openApp(context, srv, 'offline-tabs', { options });
+    assert.ok(await flushEdit(tabA, start));
+    const tabB = await openApp(context, srv, 'offline-tabs', { options }); // knows start
+
+    await srv.stop();
+    assert.equal(await flushEdit(tabA, { doc: 'A' }), null, 'queued');
+    assert.equal(await flushEdit(tabB, { doc: 'B' }), null, 'queued');
+    assert.equal(await queueLength(tabA), 2, "both tabs' saves wait in the one IndexedDB queue");
+
+    srv = await server({ port, dataDir });
+    // B comes back first: it sends its own save, not A's (A is open, and sends its own).
+    await online(tabB);
+    assert.deepEqual(states(await history(srv, 'offline-tabs')), [start, { doc: 'B' }], 'only B');
+    assert.equal(await online(tabA), null, 'A is paused');
+    const [conflict] = await events(tabA, 'conflict');
+    assert.equal(conflict.status, 412);
+    assert.deepEqual(conflict.local, { doc: 'A' }, "A's state, not sent");
+    assert.deepEqual(conflict.server, { doc: 'B' }, "B's, which landed first");
+    assert.deepEqual(await events(tabB, 'conflict'), []);
+    // Nothing overwritten silently: exactly one of the two on top of the start.
+    assert.deepEqual(states(await history(srv, 'offline-tabs')), [start, { doc: 'B' }]);
+    assert.equal(await queueLength(tabA), 1, "A's save keeps its place while A decides");
+
+    // A merges; B's state stays under the merge, and the queue is empty.
+    const merged = { doc: 'A+B' };
+    assert.ok(await tabA.evaluate((m) => window.client.resolve(m), merged));
+    assert.deepEqual(states(await history(srv, 'offline-tabs')), [start, { doc: 'B' }, merged]);
+    assert.equal(await queueLength(tabA), 0);
+    assert.deepEqual([...tabA.errors, ...tabB.errors], []);
+  } finally {
+    await context.close();
+    await srv.stop();
+  }
+});
+
+test('3d. a closed tab\'s queued save in conflict: the tab that sends it raises the conflict; adopt() keeps other tabs\' saves', { timeout: TIMEOUT }, async () => {
+  let srv = await server();
+  const { port, dataDir } = srv;
+  const context = await browser.newContext();
+  try {
+    const options = { debounceMs: 60000, retryMs: 600000, maxRetryMs: 600000 };
+    const flushEdit = (page, state) => page.evaluate((s) => (window.edit(s), window.client.flush()), state);
+    const start = { doc: 'start' };
+    const tabA = await openApp(context, srv, 'closed-tab', { options });
+    assert.ok(await flushEdit(tabA, start));
+    const tabB = await openApp(context, srv, 'closed-tab', { options });
+    const tabC = await openApp(context, srv, 'closed-tab', { options });
+
+    await srv.stop();
+    assert.equal(await flushEdit(tabA, { doc: 'A' }), null);
+    assert.equal(await flushEdit(tabB, { doc: 'B' }), null);
+    assert.equal(await flushEdit(tabC, { doc: 'C' }), null);
+    await tabB.close(); // B's save is nobody's now
+    srv = await server({ port, dataDir });
+
+    // A sends its own save, then B's on top of start, which no longer is the latest.
+    const online = (page) => page.evaluate(() => (window.dispatchEvent(new Event('online')), window.client.flush()));
+    assert.equal(await online(tabA), null, 'paused');
+    const [conflict] = await events(tabA, 'conflict');
+    assert.deepEqual(conflict.local, { doc: 'B' }, "the closed tab's state");
+    assert.deepEqual(conflict.server, { doc: 'A' });
+    assert.deepEqual(states(await history(srv, 'closed-tab')), [start, { doc: 'A' }]);
+    assert.equal(await queueLength(tabA), 2, "B's and C's saves");
+
+    // A takes the server's side: B's save goes, C's (its tab is open) stays and meets A's.
+    assert.deepEqual(await tabA.evaluate(() => window.client.adopt()), { doc: 'A' });
+    assert.equal(await queueLength(tabA), 1);
+    assert.equal(await online(tabC), null, 'paused');
+    const [conflictC] = await events(tabC, 'conflict');
+    assert.deepEqual(conflictC.local, { doc: 'C' });
+    assert.deepEqual(conflictC.server, { doc: 'A' });
+    assert.deepEqual(states(await history(srv, 'closed-tab')), [start, { doc: 'A' }]);
+    assert.deepEqual([...tabA.errors, ...tabC.errors], []);
+  } finally {
+    await context.close();
+    await srv.stop();
+  }
+});
+
 test('3b. onConflict merges by itself', { timeout: TIMEOUT }, async () => {
   const srv = await server();
   const context = await browser.newContext();

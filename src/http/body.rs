@@ -150,13 +150,13 @@ async fn read_body(
     let wire = StreamReader::new(stream);
     let read = async {
         match encoding {
-            Encoding::Identity => receive(wire, limit, spool_to).await,
+            Encoding::Identity => receive(wire, limit, declared, spool_to).await,
             Encoding::Gzip => {
                 let mut decoder = GzipDecoder::new(wire);
                 // Members after the first are part of the body too; bytes that are no gzip
                 // member at all are an error rather than silently dropped.
                 decoder.multiple_members(true);
-                receive(decoder, limit, spool_to).await
+                receive(decoder, limit, None, spool_to).await
             }
         }
     };
@@ -166,14 +166,20 @@ async fn read_body(
 }
 
 /// Reads the decoded body, stopping one read past `limit`: that much work at most, whatever
-/// it holds (a gzip bomb included).
+/// it holds (a gzip bomb included). `expected` (a plain body's `Content-Length`) sizes the
+/// buffers, so that a 4 KiB body does not cost a 64 KiB one.
 async fn receive(
     mut body: impl AsyncRead + Unpin,
     limit: usize,
+    expected: Option<u64>,
     spool_to: Option<&Store>,
 ) -> Result<Received, ApiError> {
-    let (mut memory, mut spool, mut total) = (Vec::new(), None::<Spool>, 0);
-    let mut buf = vec![0u8; 64 * 1024];
+    const PIECE: usize = 64 * 1024;
+    let expected = expected.map_or(PIECE, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    let mut memory = Vec::with_capacity(expected.min(SPOOL_OVER));
+    let (mut spool, mut total) = (None::<Spool>, 0);
+    // One byte more than expected, to see the end in the same read.
+    let mut buf = vec![0u8; expected.saturating_add(1).min(PIECE)];
     loop {
         let read = body.read(&mut buf).await.map_err(|err| {
             match err.get_ref().is_some_and(|inner| inner.is::<Transport>()) {

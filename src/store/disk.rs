@@ -75,28 +75,41 @@ impl Disk {
         Ok(entries)
     }
 
-    /// The session's newest snapshot id, from the names alone (see [`Disk::ids`]).
+    /// The session's newest snapshot id, from the names alone (see [`Disk::ids`]); what
+    /// every read of the latest asks, so nothing is collected on the way.
     pub fn newest_id(&self, session: &SessionId) -> io::Result<Option<SnapshotId>> {
-        Ok(self.ids(session)?.into_iter().max())
+        let mut newest: Option<SnapshotId> = None;
+        self.each_id(session, |id| {
+            if newest.as_ref().is_none_or(|n| id > *n) {
+                newest = Some(id);
+            }
+        })?;
+        Ok(newest)
     }
 
-    /// The session's snapshot ids in no particular order, from the names alone: `readdir`
-    /// already says which entries are files, so no snapshot is `stat`ed.
+    /// The session's snapshot ids in no particular order, from the names alone.
     pub fn ids(&self, session: &SessionId) -> io::Result<Vec<SnapshotId>> {
-        let Some(dir) = self.read_session(session)? else {
-            return Ok(Vec::new());
-        };
         let mut ids = Vec::new();
+        self.each_id(session, |id| ids.push(id))?;
+        Ok(ids)
+    }
+
+    /// Calls `found` with each snapshot id of the session: `readdir` already says which
+    /// entries are files, so no snapshot is `stat`ed. An unknown session has none.
+    fn each_id(&self, session: &SessionId, mut found: impl FnMut(SnapshotId)) -> io::Result<()> {
+        let Some(dir) = self.read_session(session)? else {
+            return Ok(());
+        };
         for item in dir {
             let item = item?;
             let Some(id) = item.file_name().to_str().and_then(parse_snapshot_name) else {
                 continue;
             };
             if item.file_type().is_ok_and(|t| t.is_file()) {
-                ids.push(id);
+                found(id);
             }
         }
-        Ok(ids)
+        Ok(())
     }
 
     /// One snapshot's size; 0 when it is gone (removed by hand meanwhile).

@@ -79,28 +79,24 @@ async fn a_large_gzip_upload_is_stored_decompressed() {
 async fn a_large_body_that_is_not_json_is_refused_with_its_position_and_leaves_nothing() {
     let app = TestApp::spawn().await;
     let valid = big(2, "bad");
+    // Broken at the very end, long after the first MiB went to disk.
     let cases = [
-        // Broken at the very end, long after the first MiB went to disk.
-        (format!("{}x", valid), "not valid JSON"),
-        (
-            format!("{}\n\"\u{0}", &valid[..valid.len() - 1]),
-            "not valid JSON",
-        ),
-        (format!("[{}]\n", valid).replace("\n", "\n\n"), ""),
+        format!("{valid}x"),
+        format!("{}\n\"\u{0}", &valid[..valid.len() - 1]),
     ];
-    for (body, says) in cases {
-        let response = app.post("bad", body).await;
-        if says.is_empty() {
-            assert_eq!(response.status(), 201, "valid after all");
-            continue;
-        }
-        let error = assert_error(response, 400, "invalid_json").await;
+    for body in cases {
+        let error = assert_error(app.post("bad", body).await, 400, "invalid_json").await;
         let sentence = error["error"].as_str().unwrap();
         assert!(
-            sentence.contains(says) && sentence.contains("line"),
+            sentence.contains("not valid JSON") && sentence.contains("line"),
             "{sentence}"
         );
     }
+    // Line breaks around a large document are fine.
+    assert_eq!(
+        app.post("bad", format!("[\n{valid}\n]\n")).await.status(),
+        201
+    );
     let mut bytes = valid.clone().into_bytes();
     let end = bytes.len() - 3;
     bytes[end] = 0xff;

@@ -139,6 +139,19 @@ async function openApp(context, srv, session, { options = {}, query = '' } = {})
   return page;
 }
 
+/** Gives the app page `state` and flushes: the id it landed as, or null (queued, paused). */
+function flushEdit(page, state) {
+  return page.evaluate((s) => (window.edit(s), window.client.flush()), state);
+}
+
+/** Tells the page the browser is online (which starts a drain), then flushes: after that. */
+function online(page) {
+  return page.evaluate(() => (window.dispatchEvent(new Event('online')), window.client.flush()));
+}
+
+/** Minutes between retries: only `online` events and flushes send a queue. */
+const NO_RETRY = { debounceMs: 60000, retryMs: 600000, maxRetryMs: 600000 };
+
 /** Events of one type the page has seen so far. */
 function events(page, type) {
   return page.evaluate((type) => window.events.filter((event) => event.type === type), type);
@@ -472,7 +485,6 @@ test('3. two tabs, one session: the second gets a conflict and overwrites nothin
   const context = await browser.newContext();
   try {
     const options = { debounceMs: 60000 };
-    const flushEdit = (page, state) => page.evaluate((s) => (window.edit(s), window.client.flush()), state);
     const tabA = await openApp(context, srv, 'tabs', { options });
     const a1 = await flushEdit(tabA, { by: 'A', n: 1 });
     assert.ok(a1);
@@ -525,11 +537,7 @@ test('3c. two tabs save while the server is away: one lands, the other gets the 
   const { port, dataDir } = srv;
   const context = await browser.newContext();
   try {
-    // Minutes between retries: only the `online` events below send the queues.
-    const options = { debounceMs: 60000, retryMs: 600000, maxRetryMs: 600000 };
-    const flushEdit = (page, state) => page.evaluate((s) => (window.edit(s), window.client.flush()), state);
-    // The online event starts a drain; a flush after it resolves once that is over.
-    const online = (page) => page.evaluate(() => (window.dispatchEvent(new Event('online')), window.client.flush()));
+    const options = NO_RETRY;
     const start = { doc: 'start' };
     const tabA = await openApp(context, srv, 'offline-tabs', { options });
     assert.ok(await flushEdit(tabA, start));
@@ -571,8 +579,7 @@ test('3d. a closed tab\'s queued save in conflict: the tab that sends it raises 
   const { port, dataDir } = srv;
   const context = await browser.newContext();
   try {
-    const options = { debounceMs: 60000, retryMs: 600000, maxRetryMs: 600000 };
-    const flushEdit = (page, state) => page.evaluate((s) => (window.edit(s), window.client.flush()), state);
+    const options = NO_RETRY;
     const start = { doc: 'start' };
     const tabA = await openApp(context, srv, 'closed-tab', { options });
     assert.ok(await flushEdit(tabA, start));
@@ -587,7 +594,6 @@ test('3d. a closed tab\'s queued save in conflict: the tab that sends it raises 
     srv = await server({ port, dataDir });
 
     // A sends its own save, then B's on top of start, which no longer is the latest.
-    const online = (page) => page.evaluate(() => (window.dispatchEvent(new Event('online')), window.client.flush()));
     assert.equal(await online(tabA), null, 'paused');
     const [conflict] = await events(tabA, 'conflict');
     assert.deepEqual(conflict.local, { doc: 'B' }, "the closed tab's state");
@@ -923,19 +929,18 @@ test('7. 413: an error event with the state, not retried, and later saves go on'
       const page = await openApp(context, srv, session, { options });
       const posts = [];
       page.on('request', (request) => request.method() === 'POST' && posts.push(request));
-      const flushEdit = (state) => page.evaluate((s) => (window.edit(s), window.client.flush()), state);
 
-      assert.ok(await flushEdit({ n: 1 }));
+      assert.ok(await flushEdit(page, { n: 1 }));
       // Random text: gzip cannot bring it under the limit, and unzipped it is refused early.
       const big = { n: 2, blob: randomBytes(3000).toString('base64') };
-      assert.equal(await flushEdit(big), null);
+      assert.equal(await flushEdit(page, big), null);
       const [error] = await events(page, 'error');
       assert.equal(error.status, 413, JSON.stringify(error));
       assert.equal(error.code, 'body_too_large');
       assert.deepEqual(error.state, big);
       assert.equal(await queueLength(page), 0, 'dropped, not queued');
 
-      assert.ok(await flushEdit({ n: 3 }));
+      assert.ok(await flushEdit(page, { n: 3 }));
       assert.deepEqual(states(await history(srv, session)), [{ n: 1 }, { n: 3 }]);
       assert.equal(posts.length, 3, 'the big one was sent once');
       assert.equal(await posts[1].headerValue('content-encoding'), gzip ? 'gzip' : null);

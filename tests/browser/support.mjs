@@ -35,7 +35,21 @@ export function tempDir(prefix = 'snapkeep-browser-') {
  * SNAPKEEP_* settings. Resolves once it logs its "listening on" line.
  * Returns { url, origin, port, dataDir, log, stop(), kill() }.
  */
-export async function startServer({ dataDir = tempDir(), port = 0, env = {} } = {}) {
+export async function startServer(options = {}) {
+  // A restart on the same port can find it taken for a moment: the port was free to the
+  // system again, and an outgoing connection of this machine may have got it as its own.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(options);
+    } catch (error) {
+      const taken = /cannot listen/.test(error.message);
+      if (!options.port || !taken || attempt === 20) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  }
+}
+
+async function startOnce({ dataDir = tempDir(), port = 0, env = {} } = {}) {
   if (!BIN) throw new Error('SNAPKEEP_BIN is not set: run these tests through `cargo test`');
   const child = spawn(BIN, [], {
     env: {
@@ -66,9 +80,10 @@ export async function startServer({ dataDir = tempDir(), port = 0, env = {} } = 
         }
       }
     });
-    child.on('exit', (code) => {
+    // 'close', not 'exit': by then the last lines of its log have been read too.
+    child.on('close', (code) => {
       clearTimeout(timer);
-      reject(new Error(`snapkeep exited with ${code}:\n${log.join('\n')}`));
+      reject(new Error(`snapkeep exited with ${code}:\n${log.join('\n')}\n${buffered}`));
     });
   });
   const exited = new Promise((resolve) => child.on('exit', resolve));

@@ -395,8 +395,11 @@ test('2. the server goes away: saves queue in IndexedDB, survive a reload, drain
     await eventually(async () => (await queueLength(page)) === 0, { what: 'the queue to drain' });
     assert.deepEqual(states(await history(srv, 'queue')), [1, 2, 3, 4, 5].map(v), 'in order, none lost');
     assert.deepEqual(onDisk(srv, 'queue').map((f) => JSON.parse(f.text)), [1, 2, 3, 4, 5].map(v));
-    const saved = await events(page, 'saved');
-    assert.equal(saved.at(-1).queued, 0);
+    // The queue empties just before the last `saved` event is sent: wait for that event.
+    const saved = await eventually(async () => {
+      const saved = await events(page, 'saved');
+      return saved.at(-1)?.queued === 0 && saved;
+    }, { what: 'the last saved event' });
     assert.equal(saved.at(-1).id, onDisk(srv, 'queue').at(-1).id);
     assert.deepEqual(await events(page, 'conflict'), []);
     assert.deepEqual(page.errors, []);
@@ -444,7 +447,8 @@ test('2c. 429: waits as long as Retry-After says, then sends', { timeout: TIMEOU
     assert.equal(offline[0].status, 429);
     assert.equal(offline[0].retryInMs, 1000, 'Retry-After: 1, not the 10 ms backoff');
     assert.ok(Date.now() - started >= 900, 'did not come back early');
-    assert.equal((await events(page, 'saved')).length, 1);
+    // The file is on disk a moment before the answer reaches the page.
+    await eventually(async () => (await events(page, 'saved')).length === 1, { what: 'saved' });
   } finally {
     await context.close();
     await srv.stop();

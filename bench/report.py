@@ -4,8 +4,8 @@ then the median over repeats), and the markdown report."""
 from statistics import median
 
 WORKLOAD_ORDER = ["W1", "W2", "W3", "W4@0", "W4@10k", "W4@100k", "W5"]
-TARGET_ORDER = ["disk-limit", "snapkeep", "snapkeep-nofsync", "nginx", "dufs", "express",
-                "json-server"]
+TARGET_ORDER = ["disk-limit", "snapkeep", "snapkeep-nofsync", "http-floor", "nginx", "dufs",
+                "express", "json-server"]
 BY_BYTES = {"W2", "W5"}  # compared by MiB/s; the others by req/s
 DURABLE = {"snapkeep", "disk-limit"}
 
@@ -20,6 +20,15 @@ RATIO_GOALS = [
      "req_s", 0.9),
     ("W4 no fsync: 100k existing ÷ empty", ("W4@100k", "snapkeep-nofsync"),
      ("W4@0", "snapkeep-nofsync"), "req_s", 0.9),
+]
+# Not targets: how far the HTTP stack alone (tokio + hyper + axum, no disk) gets next to nginx,
+# which bounds what snapkeep can reach on the same machine. (name, numerator, denominator, metric)
+INFO_RATIOS = [
+    ("(info) W1 HTTP stack ceiling ÷ nginx PUT", ("W1", "http-floor"), ("W1", "nginx"), "req_s"),
+    ("(info) W2 HTTP stack ceiling ÷ nginx PUT, MiB/s", ("W2", "http-floor"), ("W2", "nginx"),
+     "mib_s"),
+    ("(info) W3 HTTP stack ceiling ÷ nginx static", ("W3", "http-floor"), ("W3", "nginx"),
+     "req_s"),
 ]
 # (name, workloads, at most MiB): the highest peak RSS of snapkeep (either fsync mode), any run
 RSS_GOALS = [("peak RSS W1", ["W1"], 32), ("peak RSS W3", ["W3"], 32),
@@ -98,6 +107,11 @@ def goals(records):
         out.append(dict(goal=name, value=value, want=f"≥ {least:g}×", unit="×",
                         met=None if value is None else value >= least,
                         per_repeat=[round(x, 3) for x in ratios]))
+    for name, num, den, metric in INFO_RATIOS:
+        ratios = per_repeat_ratios(records, num, den, metric)
+        if ratios:
+            out.append(dict(goal=name, value=median(ratios), want="", unit="×", met="info",
+                            per_repeat=[round(x, 3) for x in ratios]))
     for name, workloads, most in RSS_GOALS:
         rss = [r["rss_mib"] for r in records if r["workload"] in workloads
                and r["target"].startswith("snapkeep") and r.get("rss_mib") is not None]

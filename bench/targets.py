@@ -20,6 +20,7 @@ REPO = BENCH.parent
 BINARIES = {
     "snapkeep": REPO / "target" / "release" / "snapkeep",
     "disk_limit": REPO / "target" / "release" / "examples" / "disk_limit",
+    "http_floor": REPO / "target" / "release" / "examples" / "http_floor",
 }
 DUFS_BIN = BENCH / ".tools" / "bin" / "dufs"
 JSON_SERVER_JS = BENCH / "node_modules" / "json-server" / "lib" / "cli" / "bin.js"
@@ -37,6 +38,7 @@ class Target:
     ready_path: str
     session_field: bool = False  # the session goes into the body (json-server)
     fsync: bool = False  # makes each write durable before answering
+    disk: bool = True  # keeps what it is sent (http-floor answers from memory, keeps nothing)
     env: dict = field(default_factory=dict)
 
 
@@ -60,6 +62,8 @@ TARGETS = {
     for t in [
         Target("snapkeep", fsync=True, env={"SNAPKEEP_FSYNC": "true"}, **SNAPKEEP),
         Target("snapkeep-nofsync", env={"SNAPKEEP_FSYNC": "false"}, **SNAPKEEP),
+        # The HTTP stack's ceiling: tokio + hyper + axum answering from memory (no disk).
+        Target("http-floor", disk=False, **dict(SNAPKEEP, ready_path="/api/backup/s0/latest")),
         Target("nginx", **PUT_PEER),
         Target("dufs", **PUT_PEER),
         Target(
@@ -163,6 +167,8 @@ class Server:
             env.update(self.target.env)
             env.update(extra_env)
             return [str(BINARIES["snapkeep"])], env
+        if name == "http-floor":
+            return [str(BINARIES["http_floor"]), f"127.0.0.1:{self.port}"], env
         if name == "nginx":
             conf = (BENCH / "nginx.conf.template").read_text()
             values = {

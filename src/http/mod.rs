@@ -23,7 +23,7 @@ use axum::middleware;
 use axum::response::Response;
 use axum::routing::get;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
@@ -125,7 +125,7 @@ pub fn router(app: AppState) -> Router {
         // Outermost, so the span above has the id: a client's own X-Request-Id is kept, else
         // a UUID is made; either way the answer carries it.
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(SetRequestIdLayer::x_request_id(trace::RequestIds::new()))
         .with_state(app)
 }
 

@@ -3,12 +3,15 @@
 //! latency. Health checks and scrapes come every few seconds from probes and Prometheus, so
 //! they log at DEBUG; everything else at INFO.
 //!
-//! The request id comes from `X-Request-Id` (the client's, or a UUID the layer in `mod.rs`
-//! made), so a line in the log can be matched with the answer a client got.
+//! The request id comes from `X-Request-Id` (the client's, or a UUID made by [`RequestIds`]),
+//! so a line in the log can be matched with the answer a client got.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::http::{Request, Response};
+use axum::http::{HeaderValue, Request, Response};
+use tower_http::request_id::{MakeRequestId, RequestId};
 use tracing::{Level, Span};
 
 use super::metrics::route_of;
@@ -41,5 +44,36 @@ pub fn answered<B>(response: &Response<B>, latency: Duration, span: &Span) {
         Some(Level::DEBUG) => tracing::debug!(status, latency_ms, "answered"),
         Some(_) => tracing::info!(status, latency_ms, "answered"),
         None => {}
+    }
+}
+
+/// Request ids for requests that came without one: UUIDs (version 8, RFC 9562's own format)
+/// made of a random start, drawn once, plus a counter. As unique as random ones, but making one
+/// is an addition rather than a `getrandom` call per request (tower-http's `MakeRequestUuid`).
+#[derive(Debug, Clone)]
+pub struct RequestIds {
+    start: u128,
+    next: Arc<AtomicU64>,
+}
+
+impl RequestIds {
+    pub fn new() -> Self {
+        Self {
+            start: uuid::Uuid::new_v4().as_u128(),
+            next: Arc::default(),
+        }
+    }
+}
+
+impl MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let bytes = self.start.wrapping_add(u128::from(n)).to_be_bytes();
+        let id = uuid::Builder::from_custom_bytes(bytes).into_uuid();
+        let text = id
+            .hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer())
+            .to_owned();
+        HeaderValue::try_from(text).ok().map(RequestId::new)
     }
 }

@@ -34,6 +34,7 @@ const PRUNED: &str = "snapkeep_snapshots_pruned_total";
 const BYTES_WRITTEN: &str = "snapkeep_bytes_written_total";
 const SESSIONS: &str = "snapkeep_sessions";
 const STORED_BYTES: &str = "snapkeep_stored_bytes";
+const FROM_MEMORY: &str = "snapkeep_latest_reads_from_memory_total";
 
 /// Latency buckets, in seconds: a dedup answers in well under a millisecond, an fsynced write
 /// of a large snapshot can take seconds.
@@ -45,7 +46,7 @@ const BUCKETS: [f64; 12] = [
 /// this long has passed, so memory stays bounded when nobody scrapes.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
-const HELP: [(&str, &str); 9] = [
+const HELP: [(&str, &str); 10] = [
     (
         REQUESTS,
         "HTTP requests answered, by route template, method and status.",
@@ -67,6 +68,11 @@ const HELP: [(&str, &str); 9] = [
     (BYTES_WRITTEN, "Bytes of snapshots written."),
     (SESSIONS, "Sessions with at least one snapshot."),
     (STORED_BYTES, "Bytes of all snapshots."),
+    (
+        FROM_MEMORY,
+        "Reads of a latest snapshot answered from memory: its file and directory unchanged \
+         since it was read.",
+    ),
 ];
 
 static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, None);
@@ -155,14 +161,16 @@ impl Metrics {
             .increment(1);
     }
 
-    /// The exposition text, with the gauges set from the store's running counts first.
-    fn render(&self, counts: Counts) -> String {
+    /// The exposition text, with the gauges (and the store's own counter) set from the store's
+    /// running counts first.
+    fn render(&self, counts: Counts, from_memory: u64) -> String {
         let gauge = |name| {
             self.recorder
                 .register_gauge(&Key::from_name(name), &METADATA)
         };
         gauge(SESSIONS).set(counts.sessions as f64);
         gauge(STORED_BYTES).set(counts.bytes as f64);
+        self.counter(FROM_MEMORY, Vec::new()).absolute(from_memory);
         self.handle.render()
     }
 
@@ -240,7 +248,10 @@ pub async fn scrape(State(app): State<AppState>, headers: HeaderMap) -> Result<R
             .check(bearer(&headers), None, now)
             .map_err(|_| ApiError::Unauthorized)?;
     }
-    let text = app.metrics.render(app.store.counts());
+    let store = &app.store;
+    let text = app
+        .metrics
+        .render(store.counts(), store.latest_reads_from_memory());
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
     Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
 }
@@ -260,9 +271,9 @@ mod tests {
         let (a, b) = (Metrics::new(), Metrics::new());
         a.answered("/healthz", &Method::GET, 200, Duration::from_millis(3));
         let series = r#"snapkeep_http_requests_total{route="/healthz",method="GET",status="200"}"#;
-        let text = a.render(Counts::default());
+        let text = a.render(Counts::default(), 0);
         assert!(text.contains(&format!("{series} 1")), "{text}");
-        let other = b.render(Counts::default());
+        let other = b.render(Counts::default(), 0);
         assert!(!other.contains(series), "{other}");
     }
 }

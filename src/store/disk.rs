@@ -2,8 +2,9 @@
 //! (the store runs it in `spawn_blocking`).
 //!
 //! Layout: `<root>/<session>/<snapshot id>.json`. While a write is under way its bytes sit in
-//! `<root>/<session>/.<snapshot id>.json.tmp`. The directory is the whole truth: nothing is
-//! cached, so files added, edited or deleted by hand are seen on the next request. Only names
+//! `<root>/<session>/.<snapshot id>.json.tmp`. The directory is the whole truth: files added,
+//! edited or deleted by hand are seen on the next request (the one thing kept in memory, each
+//! session's newest snapshot, is checked against [`Disk::stamps`] on every read). Only names
 //! that parse as snapkeep's own are ever listed, renamed or removed.
 
 use std::fs::{self, File};
@@ -16,6 +17,7 @@ use walkdir::WalkDir;
 
 use super::SnapshotInfo;
 use super::atomic;
+use super::latest::Stamp;
 use super::name::{SessionId, SnapshotId};
 use super::usage::Counts;
 
@@ -126,6 +128,24 @@ impl Disk {
         match fs::read_dir(self.session_dir(session)) {
             Err(err) if no_session(&err) => Ok(None),
             other => other.map(Some),
+        }
+    }
+
+    /// The stamps of the session directory and of one of its snapshots, as they are now
+    /// (`None`: not there). Two `stat`s of names the kernel has just looked up: what a read of
+    /// the kept latest snapshot costs, done on the async thread like nginx's own `open`s.
+    pub fn stamps(&self, session: &SessionId, id: &SnapshotId) -> (Option<Stamp>, Option<Stamp>) {
+        let dir = self.session_dir(session);
+        let stamp = |path: &Path| fs::metadata(path).ok().map(|meta| Stamp::of(&meta));
+        (stamp(&dir), stamp(&dir.join(snapshot_name(id))))
+    }
+
+    /// The session directory's stamp; `None` when there is no such directory.
+    pub fn session_stamp(&self, session: &SessionId) -> io::Result<Option<Stamp>> {
+        match fs::metadata(self.session_dir(session)) {
+            Ok(meta) => Ok(Some(Stamp::of(&meta))),
+            Err(err) if no_session(&err) => Ok(None),
+            Err(err) => Err(err),
         }
     }
 

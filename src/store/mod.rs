@@ -7,6 +7,7 @@
 
 mod atomic;
 mod disk;
+mod latest;
 mod locks;
 mod maintain;
 pub mod name;
@@ -21,11 +22,13 @@ use std::io::{self, Read, Seek};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use tokio::io::AsyncRead;
 
 use self::disk::Disk;
+use self::latest::{LatestCache, Stamp, settled};
 use self::locks::SessionLocks;
 use self::name::{SessionId, SnapshotId, sha256_hex, sha256_hex_of};
 use self::retain::Retention;
@@ -173,6 +176,8 @@ pub struct Store {
     /// Bytes and sessions on disk: for the quotas, and for whoever reports on the store.
     usage: Arc<Usage>,
     locks: SessionLocks,
+    /// Each session's newest small snapshot, checked against the disk on every read.
+    latest: Arc<LatestCache>,
     patching: tokio::sync::Semaphore,
     /// Every write and delete holds a permit while it runs; [`Store::close`] takes them all.
     gate: Arc<tokio::sync::Semaphore>,
@@ -189,6 +194,7 @@ impl Store {
             quotas,
             usage: Arc::default(),
             locks: SessionLocks::default(),
+            latest: Arc::default(),
             patching: tokio::sync::Semaphore::new(PATCHES_AT_ONCE),
             gate: Arc::new(tokio::sync::Semaphore::new(GATE_CAPACITY as usize)),
             held: std::sync::Mutex::default(),
@@ -198,6 +204,12 @@ impl Store {
     /// Snapshot bytes and sessions on disk, as counted at start and kept current since.
     pub fn counts(&self) -> Counts {
         self.usage.get()
+    }
+
+    /// Reads of a session's latest snapshot answered from memory (the file unchanged since it
+    /// was last read) rather than from disk.
+    pub fn latest_reads_from_memory(&self) -> u64 {
+        self.latest.hits()
     }
 
     /// Waits for the writes and deletes in flight to finish, and lets no new one start (they
@@ -412,18 +424,40 @@ impl Store {
         which: Which,
         unless: Option<Expected>,
     ) -> Result<Opened, StoreError> {
+        if which == Which::Latest
+            && let Some(kept) = self.kept_latest(session)
+        {
+            let info = kept.info.clone();
+            return Ok(
+                match unless.is_some_and(|tags| tags.matches(Some(&info.id))) {
+                    true => Opened::Unchanged(info),
+                    false => Opened::Snapshot(Snapshot {
+                        info,
+                        intact: true,
+                        body: SnapshotBody::Whole(kept.content.clone()),
+                    }),
+                },
+            );
+        }
         // Shared with other readers; held until the file is open (an open file stays readable
         // even if a later write prunes it).
         let guard = self.locks.read(session).await;
         let (disk, session) = (self.disk.clone(), session.clone());
+        let kept = self.latest.clone();
         let opened = blocking(move || {
             let _guard = guard;
+            // For the latest: when, and how, the directory was before it was listed.
+            let mut listed: Option<(SystemTime, Stamp)> = None;
             let (mut file, mut info) = match which {
                 Which::Id(id) => {
                     let (file, bytes) = disk.open(&session, &id).map_err(not_found)?;
                     (file, SnapshotInfo { id, bytes })
                 }
-                Which::Latest => open_latest(&disk, &session)?,
+                Which::Latest => {
+                    let read_at = SystemTime::now();
+                    listed = disk.session_stamp(&session)?.map(|dir| (read_at, dir));
+                    open_latest(&disk, &session)?
+                }
             };
             if unless.is_some_and(|tags| tags.matches(Some(&info.id))) {
                 return Ok(Err(info));
@@ -437,7 +471,21 @@ impl Store {
                 (&mut file).take(info.bytes).read_to_end(&mut bytes)?;
                 info.bytes = bytes.len() as u64;
                 let intact = info.id.digest_matches(&sha256_hex(&bytes));
-                (intact, SnapshotBody::Whole(bytes.into()))
+                let bytes = Bytes::from(bytes);
+                if let Some((read_at, dir)) = listed
+                    && intact
+                    && info.bytes <= latest::KEEP_UP_TO
+                {
+                    // Stamped after the read: an edit during it shows as a change too late
+                    // to be settled, and any edit after it as a different stamp.
+                    let file = Stamp::of(&file.metadata()?);
+                    if settled(&[dir, file], read_at) {
+                        let content = bytes.clone();
+                        let entry = latest::Entry { info: info.clone(), content, dir, file };
+                        kept.keep(&session, entry);
+                    }
+                }
+                (intact, SnapshotBody::Whole(bytes))
             } else {
                 let intact = info.id.digest_matches(&sha256_hex_of(&mut file)?);
                 file.rewind()?;
@@ -454,6 +502,19 @@ impl Store {
             Err(unchanged) => Opened::Unchanged(unchanged),
             Ok(snapshot) => Opened::Snapshot(snapshot),
         })
+    }
+
+    /// The session's kept newest snapshot, if the directory and the file are still as they
+    /// were when it was read. Runs on the async thread: two `stat`s, no lock, no listing.
+    fn kept_latest(&self, session: &SessionId) -> Option<Arc<latest::Entry>> {
+        let entry = self.latest.get(session)?;
+        let (dir, file) = self.disk.stamps(session, &entry.info.id);
+        if entry.holds(dir, file) {
+            self.latest.hit();
+            return Some(entry);
+        }
+        self.latest.forget(session, &entry);
+        None
     }
 
     /// Deletes one snapshot. `precondition` is checked against that snapshot's own id.

@@ -14,6 +14,7 @@ mod cors;
 mod delete;
 mod disabled;
 mod disk_full;
+mod from_memory;
 mod gzip;
 mod housekeeping;
 mod large;

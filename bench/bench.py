@@ -29,9 +29,17 @@ SMALL = 4096  # W1, W3, W4 bodies
 LARGE = MiB  # W2 bodies
 UPLOAD = 200 * MiB  # W5
 W4_SCALES = [0, 10_000, 100_000]
+# examples/disk_limit runs, no HTTP: name -> (files kept per session, 0 = all; fsync). The
+# first is issue 6's disk limit; the others show what retention's deletes and fsync cost.
+DISK_PROBES = {
+    "disk-limit": (0, True),
+    "disk-rotating": (10, True),
+    "disk-nofsync": (0, False),
+    "disk-nofsync-rotating": (10, False),
+}
 HTTP = list(TARGETS)
 WORKLOADS = {
-    "W1": dict(targets=["disk-limit"] + HTTP, connections=16, body=SMALL),
+    "W1": dict(targets=list(DISK_PROBES) + HTTP, connections=16, body=SMALL),
     "W2": dict(targets=HTTP, connections=4, body=LARGE),
     "W3": dict(targets=["snapkeep", "http-floor", "nginx", "dufs", "express", "json-server"],
                connections=16),
@@ -79,10 +87,10 @@ def parse_args():
     unknown = [w for w in opts.workloads if w not in WORKLOADS]
     if unknown:
         parser.error(f"unknown workload(s) {unknown}; choose from {list(WORKLOADS)}")
-    opts.targets = [t for t in opts.targets.split(",") if t] or ["disk-limit"] + HTTP
-    unknown = [t for t in opts.targets if t not in TARGETS and t != "disk-limit"]
+    opts.targets = [t for t in opts.targets.split(",") if t] or list(DISK_PROBES) + HTTP
+    unknown = [t for t in opts.targets if t not in TARGETS and t not in DISK_PROBES]
     if unknown:
-        parser.error(f"unknown target(s) {unknown}; choose from {['disk-limit'] + HTTP}")
+        parser.error(f"unknown target(s) {unknown}; choose from {list(DISK_PROBES) + HTTP}")
     opts.repeats = int(os.environ.get("BENCH_REPEATS", "1" if opts.quick else "3"))
     opts.duration = float(os.environ.get("BENCH_DURATION", "2" if opts.quick else "6"))
     return opts
@@ -139,8 +147,8 @@ class Bench:
         run_dir.mkdir(parents=True)
         began = time.perf_counter()
         try:
-            if target == "disk-limit":
-                result = self.disk_limit(run_dir)
+            if target in DISK_PROBES:
+                result = self.disk_limit(run_dir, *DISK_PROBES[target])
             elif workload == "W5":
                 result = self.upload_run(TARGETS[target], run_dir)
             elif workload == "W3":
@@ -160,8 +168,9 @@ class Bench:
 
     # --- the runs --------------------------------------------------------------------------
 
-    def disk_limit(self, run_dir):
-        argv = [str(BINARIES["disk_limit"]), str(run_dir / "data"), "16", str(self.opts.duration)]
+    def disk_limit(self, run_dir, keep, fsync):
+        argv = [str(BINARIES["disk_limit"]), str(run_dir / "data"), "16", str(self.opts.duration),
+                str(keep)] + ([] if fsync else ["nofsync"])
         out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
         r = json.loads(out.strip().splitlines()[-1])
         ok = r["errors"] == 0 and r["ops"] > 0

@@ -6,8 +6,13 @@
 //! `fsync` the directory. Operations are spread over 100 session directories, round-robin,
 //! from `<threads>` threads at once, for `<seconds>`.
 //!
+//! Two optional arguments measure what the limit becomes with the rest of snapkeep's disk work:
+//! `<keep>` (default 0: keep all) removes each session's file `keep` writes back, as retention
+//! does; `nofsync` leaves out both fsyncs, as `SNAPKEEP_FSYNC=false` does.
+//!
 //! ```sh
 //! cargo run --release --example disk_limit -- /tmp/disk-limit 16 6
+//! cargo run --release --example disk_limit -- /tmp/disk-limit 16 6 10 nofsync
 //! ```
 //!
 //! Prints one JSON line: `{"threads","seconds","ops","ops_per_sec","p50_ms","p99_ms","errors"}`.
@@ -27,19 +32,30 @@ const BODY_BYTES: usize = 4096;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let parsed = match args.as_slice() {
-        [dir, threads, seconds] => threads
+        [dir, threads, seconds, rest @ ..] if rest.len() <= 2 => threads
             .parse::<usize>()
             .ok()
             .filter(|t| *t > 0)
             .zip(seconds.parse::<f64>().ok().filter(|s| *s > 0.0))
-            .map(|(t, s)| (PathBuf::from(dir), t, s)),
+            .zip(match rest.first() {
+                Some(keep) => keep.parse::<u64>().ok(),
+                None => Some(0),
+            })
+            .filter(|_| rest.get(1).is_none_or(|word| word == "nofsync"))
+            .map(|((t, s), keep)| {
+                let work = Work {
+                    keep,
+                    fsync: rest.get(1).is_none(),
+                };
+                (PathBuf::from(dir), t, s, work)
+            }),
         _ => None,
     };
-    let Some((dir, threads, seconds)) = parsed else {
-        eprintln!("usage: disk_limit <dir> <threads> <seconds>");
+    let Some((dir, threads, seconds, work)) = parsed else {
+        eprintln!("usage: disk_limit <dir> <threads> <seconds> [<keep> [nofsync]]");
         return ExitCode::from(2);
     };
-    match run(&dir, threads, Duration::from_secs_f64(seconds)) {
+    match run(&dir, threads, Duration::from_secs_f64(seconds), work) {
         Ok(line) => {
             println!("{line}");
             ExitCode::SUCCESS
@@ -51,7 +67,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(dir: &Path, threads: usize, duration: Duration) -> std::io::Result<String> {
+/// What each write does besides create, write and rename.
+#[derive(Clone, Copy)]
+struct Work {
+    /// Files kept per session (0: all); the one `keep` writes back is removed.
+    keep: u64,
+    fsync: bool,
+}
+
+fn run(dir: &Path, threads: usize, duration: Duration, work: Work) -> std::io::Result<String> {
     for session in 0..SESSIONS {
         fs::create_dir_all(dir.join(format!("s{session}")))?;
     }
@@ -69,7 +93,7 @@ fn run(dir: &Path, threads: usize, duration: Duration) -> std::io::Result<String
                 while Instant::now() < deadline {
                     let k = counter.fetch_add(1, Ordering::Relaxed);
                     let began = Instant::now();
-                    match write_one(&dir, k, &body) {
+                    match write_one(&dir, k, &body, work) {
                         Ok(()) => latencies.push(began.elapsed()),
                         Err(err) => {
                             if errors.fetch_add(1, Ordering::Relaxed) == 0 {
@@ -100,7 +124,7 @@ fn run(dir: &Path, threads: usize, duration: Duration) -> std::io::Result<String
 }
 
 /// One durable write, the way snapkeep's store makes it.
-fn write_one(dir: &Path, k: u64, body: &[u8]) -> std::io::Result<()> {
+fn write_one(dir: &Path, k: u64, body: &[u8], work: Work) -> std::io::Result<()> {
     let session = dir.join(format!("s{}", k % SESSIONS));
     let temp = session.join(format!(".{k}.json.tmp"));
     let mut file = OpenOptions::new()
@@ -108,10 +132,23 @@ fn write_one(dir: &Path, k: u64, body: &[u8]) -> std::io::Result<()> {
         .create_new(true)
         .open(&temp)?;
     file.write_all(body)?;
-    file.sync_all()?;
+    if work.fsync {
+        file.sync_all()?;
+    }
     drop(file);
     fs::rename(&temp, session.join(format!("{k}.json")))?;
-    File::open(&session)?.sync_all()
+    if work.fsync {
+        File::open(&session)?.sync_all()?;
+    }
+    // The same session's file from `keep` writes back (k - keep * SESSIONS); a slower thread
+    // may not have written it yet, and then it stays.
+    match k.checked_sub(work.keep * SESSIONS) {
+        Some(old) if work.keep > 0 => match fs::remove_file(session.join(format!("{old}.json"))) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        },
+        _ => Ok(()),
+    }
 }
 
 /// A 4 KiB JSON document, like the benchmark's W1 body.

@@ -17,7 +17,8 @@ pub fn check_json(bytes: &[u8]) -> Result<(), String> {
         let (line, column) = position(&bytes[..err.valid_up_to()]);
         format!("The body is not valid UTF-8 (at line {line} column {column}).")
     })?;
-    // IgnoredAny checks the syntax without decoding strings or numbers.
+    // IgnoredAny checks the syntax without decoding strings or numbers (and without a limit
+    // on nesting: that is counted next).
     serde_json::from_str::<IgnoredAny>(text)
         .map_err(|err| format!("The body is not valid JSON: {err}."))?;
     match too_deep_at(bytes) {
@@ -49,20 +50,31 @@ struct Nesting {
 impl Nesting {
     /// The offset in `bytes` of the first `[` or `{` nested deeper than [`MAX_DEPTH`].
     fn feed(&mut self, bytes: &[u8]) -> Option<usize> {
-        for (offset, &byte) in bytes.iter().enumerate() {
-            match (self.in_string, byte) {
-                (true, _) if self.escaped => self.escaped = false,
-                (true, b'\\') => self.escaped = true,
-                (true, b'"') | (false, b'"') => self.in_string = !self.in_string,
-                (false, b'[' | b'{') => {
-                    self.depth += 1;
-                    if self.depth > MAX_DEPTH {
-                        return Some(offset);
-                    }
+        let mut at = 0;
+        while at < bytes.len() {
+            if self.escaped {
+                self.escaped = false;
+            } else if self.in_string {
+                // Nothing in a string counts: jump to its next quote or backslash.
+                at += memchr::memchr2(b'"', b'\\', &bytes[at..])?;
+                match bytes[at] {
+                    b'"' => self.in_string = false,
+                    _ => self.escaped = true,
                 }
-                (false, b']' | b'}') => self.depth = self.depth.saturating_sub(1),
-                _ => {}
+            } else {
+                match bytes[at] {
+                    b'"' => self.in_string = true,
+                    b'[' | b'{' => {
+                        self.depth += 1;
+                        if self.depth > MAX_DEPTH {
+                            return Some(at);
+                        }
+                    }
+                    b']' | b'}' => self.depth = self.depth.saturating_sub(1),
+                    _ => {}
+                }
             }
+            at += 1;
         }
         None
     }
@@ -230,6 +242,50 @@ mod tests {
             {
                 assert_eq!(a, b);
             }
+        }
+    }
+
+    /// The byte-at-a-time walk that `Nesting::feed` speeds up (it jumps through strings).
+    fn reference_depth_error(bytes: &[u8]) -> Option<usize> {
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        for (offset, &byte) in bytes.iter().enumerate() {
+            match (in_string, byte) {
+                (true, _) if escaped => escaped = false,
+                (true, b'\\') => escaped = true,
+                (_, b'"') => in_string = !in_string,
+                (false, b'[' | b'{') => {
+                    depth += 1;
+                    if depth > MAX_DEPTH {
+                        return Some(offset);
+                    }
+                }
+                (false, b']' | b'}') => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        None
+    }
+
+    proptest::proptest! {
+        /// Fed whole or in two pieces cut anywhere, the nesting count finds what the plain
+        /// byte-by-byte walk finds, in documents full of brackets, quotes and escapes.
+        #[test]
+        fn nesting_agrees_with_a_byte_by_byte_walk(
+            opened in 0usize..140,
+            rest in proptest::collection::vec(
+                proptest::sample::select(b"[]{}\"\\ax".to_vec()), 0..600),
+            cut in 0usize..800,
+        ) {
+            // Opened brackets first, so that some documents pass the limit.
+            let doc = [vec![b'['; opened], rest].concat();
+            let expected = reference_depth_error(&doc);
+            proptest::prop_assert_eq!(Nesting::default().feed(&doc), expected);
+            let cut = cut.min(doc.len());
+            let mut nesting = Nesting::default();
+            let found = nesting
+                .feed(&doc[..cut])
+                .or_else(|| nesting.feed(&doc[cut..]).map(|at| at + cut));
+            proptest::prop_assert_eq!(found, expected);
         }
     }
 

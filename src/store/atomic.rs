@@ -59,17 +59,20 @@ fn fill_and_rename(
     fs::rename(temp, dest)
 }
 
-/// Takes the file `spare` (what retention left of a pruned snapshot: see `Disk::prune`) as the
-/// new temp file `temp`, emptied: a new file without a new inode, which on some filesystems
+/// Takes the empty file `spare` (what retention left of a pruned snapshot: see `Disk::prune`)
+/// as the new temp file `temp`: a new file without a new inode, which on some filesystems
 /// costs far more than the write itself (ext4 without a journal scans past every recently
-/// freed inode). `temp` is linked first, so an existing file is never replaced, and only a
-/// regular file with no other name is used; anything else leaves `None`: make a new file.
+/// freed inode). `temp` is linked first, so an existing file is never replaced, and only an
+/// empty regular file with no other name is used; anything else leaves `None`: make a new
+/// file. (Opened without `O_TRUNC`: on ext4 a truncation to zero makes the next close start
+/// writing the file back at once.)
 pub fn take_spare(spare: &Path, temp: &Path) -> Option<File> {
     fs::hard_link(spare, temp).ok()?;
     let usable = fs::remove_file(spare).is_ok()
-        && fs::symlink_metadata(temp).is_ok_and(|meta| meta.is_file() && meta.nlink() == 1);
+        && fs::symlink_metadata(temp)
+            .is_ok_and(|meta| meta.is_file() && meta.nlink() == 1 && meta.len() == 0);
     let file = match usable {
-        true => OpenOptions::new().write(true).truncate(true).open(temp),
+        true => OpenOptions::new().write(true).open(temp),
         false => Err(io::ErrorKind::Other.into()),
     };
     match file {
@@ -113,10 +116,10 @@ mod tests {
     }
 
     #[test]
-    fn a_spare_file_becomes_the_new_file_emptied_and_is_gone() {
+    fn an_empty_spare_file_becomes_the_new_file_and_is_gone() {
         let dir = tempfile::tempdir().unwrap();
         let spare = dir.path().join("spare");
-        fs::write(&spare, b"old content, longer than the new").unwrap();
+        fs::write(&spare, b"").unwrap();
         let inode = fs::metadata(&spare).unwrap().ino();
         write(dir.path(), "a.json", ".a.tmp", b"{}", true, Some(&spare)).unwrap();
         assert_eq!(fs::read(dir.path().join("a.json")).unwrap(), b"{}");
@@ -129,6 +132,12 @@ mod tests {
         // No spare: a new file, as always.
         write(dir.path(), "b.json", ".b.tmp", b"[]", false, Some(&spare)).unwrap();
         assert_eq!(fs::read(dir.path().join("b.json")).unwrap(), b"[]");
+        // A spare that is not empty (a crash cut its emptying short) is dropped, not written
+        // over: a new file is made.
+        fs::write(&spare, b"old content, longer than the new").unwrap();
+        write(dir.path(), "c.json", ".c.tmp", b"1", false, Some(&spare)).unwrap();
+        assert_eq!(fs::read(dir.path().join("c.json")).unwrap(), b"1");
+        assert!(!spare.exists() && !dir.path().join(".c.tmp").exists());
     }
 
     #[test]

@@ -425,19 +425,9 @@ impl Store {
         unless: Option<Expected>,
     ) -> Result<Opened, StoreError> {
         if which == Which::Latest
-            && let Some(kept) = self.kept_latest(session)
+            && let Some(opened) = self.open_kept_latest(session, unless.as_ref())
         {
-            let info = kept.info.clone();
-            return Ok(
-                match unless.is_some_and(|tags| tags.matches(Some(&info.id))) {
-                    true => Opened::Unchanged(info),
-                    false => Opened::Snapshot(Snapshot {
-                        info,
-                        intact: true,
-                        body: SnapshotBody::Whole(kept.content.clone()),
-                    }),
-                },
-            );
+            return Ok(opened);
         }
         // Shared with other readers; held until the file is open (an open file stays readable
         // even if a later write prunes it).
@@ -472,18 +462,10 @@ impl Store {
                 info.bytes = bytes.len() as u64;
                 let intact = info.id.digest_matches(&sha256_hex(&bytes));
                 let bytes = Bytes::from(bytes);
-                if let Some((read_at, dir)) = listed
+                if let Some(listed) = listed
                     && intact
-                    && info.bytes <= latest::KEEP_UP_TO
                 {
-                    // Stamped after the read: an edit during it shows as a change too late
-                    // to be settled, and any edit after it as a different stamp.
-                    let file = Stamp::of(&file.metadata()?);
-                    if settled(&[dir, file], read_at) {
-                        let content = bytes.clone();
-                        let entry = latest::Entry { info: info.clone(), content, dir, file };
-                        kept.keep(&session, entry);
-                    }
+                    keep_if_settled(&kept, &session, &file, &info, &bytes, listed)?;
                 }
                 (intact, SnapshotBody::Whole(bytes))
             } else {
@@ -502,6 +484,22 @@ impl Store {
             Err(unchanged) => Opened::Unchanged(unchanged),
             Ok(snapshot) => Opened::Snapshot(snapshot),
         })
+    }
+
+    /// The latest answered from memory, if it is kept and still holds.
+    fn open_kept_latest(&self, session: &SessionId, unless: Option<&Expected>) -> Option<Opened> {
+        let kept = self.kept_latest(session)?;
+        let info = kept.info.clone();
+        Some(
+            match unless.is_some_and(|tags| tags.matches(Some(&info.id))) {
+                true => Opened::Unchanged(info),
+                false => Opened::Snapshot(Snapshot {
+                    info,
+                    intact: true,
+                    body: SnapshotBody::Whole(kept.content.clone()),
+                }),
+            },
+        )
     }
 
     /// The session's kept newest snapshot, if the directory and the file are still as they
@@ -582,6 +580,37 @@ fn open_latest(
     let id = disk.newest_id(session)?.ok_or(StoreError::NotFound)?;
     let (file, bytes) = disk.open(session, &id).map_err(not_found)?;
     Ok((file, SnapshotInfo { id, bytes }))
+}
+
+/// Keeps a latest just read whole from disk in memory, if it was read well after the last
+/// change of its file and of the directory `listed` (when, and as what, before the listing).
+fn keep_if_settled(
+    kept: &LatestCache,
+    session: &SessionId,
+    file: &std::fs::File,
+    info: &SnapshotInfo,
+    content: &Bytes,
+    (read_at, dir): (SystemTime, Stamp),
+) -> io::Result<()> {
+    if info.bytes > latest::KEEP_UP_TO {
+        return Ok(());
+    }
+    // Stamped after the read: an edit during it shows as a change too late to be settled,
+    // and any edit after it as a different stamp.
+    let file = Stamp::of(&file.metadata()?);
+    if settled(&[dir, file], read_at) {
+        let (info, content) = (info.clone(), content.clone());
+        kept.keep(
+            session,
+            latest::Entry {
+                info,
+                content,
+                dir,
+                file,
+            },
+        );
+    }
+    Ok(())
 }
 
 fn newest(entries: &[SnapshotInfo]) -> Option<&SnapshotInfo> {

@@ -31,26 +31,7 @@ const BODY_BYTES: usize = 4096;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let parsed = match args.as_slice() {
-        [dir, threads, seconds, rest @ ..] if rest.len() <= 2 => threads
-            .parse::<usize>()
-            .ok()
-            .filter(|t| *t > 0)
-            .zip(seconds.parse::<f64>().ok().filter(|s| *s > 0.0))
-            .zip(match rest.first() {
-                Some(keep) => keep.parse::<u64>().ok(),
-                None => Some(0),
-            })
-            .filter(|_| rest.get(1).is_none_or(|word| word == "nofsync"))
-            .map(|((t, s), keep)| {
-                let work = Work {
-                    keep,
-                    fsync: rest.get(1).is_none(),
-                };
-                (PathBuf::from(dir), t, s, work)
-            }),
-        _ => None,
-    };
+    let parsed = parse(&args);
     let Some((dir, threads, seconds, work)) = parsed else {
         eprintln!("usage: disk_limit <dir> <threads> <seconds> [<keep> [nofsync]]");
         return ExitCode::from(2);
@@ -65,6 +46,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `<dir> <threads> <seconds> [<keep> [nofsync]]`
+fn parse(args: &[String]) -> Option<(PathBuf, usize, f64, Work)> {
+    let [dir, threads, seconds, rest @ ..] = args else {
+        return None;
+    };
+    let threads = threads.parse::<usize>().ok().filter(|t| *t > 0)?;
+    let seconds = seconds.parse::<f64>().ok().filter(|s| *s > 0.0)?;
+    let (keep, fsync) = match rest {
+        [] => (0, true),
+        [keep] => (keep.parse().ok()?, true),
+        [keep, word] if word == "nofsync" => (keep.parse().ok()?, false),
+        _ => return None,
+    };
+    Some((PathBuf::from(dir), threads, seconds, Work { keep, fsync }))
 }
 
 /// What each write does besides create, write and rename.

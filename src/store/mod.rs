@@ -465,7 +465,7 @@ impl Store {
                 if let Some(listed) = listed
                     && intact
                 {
-                    keep_if_settled(&kept, &session, &file, &info, &bytes, listed)?;
+                    keep_if_settled(&kept, &session, &file, &info, &bytes, listed);
                 }
                 (intact, SnapshotBody::Whole(bytes))
             } else {
@@ -584,6 +584,7 @@ fn open_latest(
 
 /// Keeps a latest just read whole from disk in memory, if it was read well after the last
 /// change of its file and of the directory `listed` (when, and as what, before the listing).
+/// Keeping is optional: a file that cannot be stamped is simply not kept.
 fn keep_if_settled(
     kept: &LatestCache,
     session: &SessionId,
@@ -591,13 +592,16 @@ fn keep_if_settled(
     info: &SnapshotInfo,
     content: &Bytes,
     (read_at, dir): (SystemTime, Stamp),
-) -> io::Result<()> {
+) {
     if info.bytes > latest::KEEP_UP_TO {
-        return Ok(());
+        return;
     }
     // Stamped after the read: an edit during it shows as a change too late to be settled,
     // and any edit after it as a different stamp.
-    let file = Stamp::of(&file.metadata()?);
+    let Ok(meta) = file.metadata() else {
+        return;
+    };
+    let file = Stamp::of(&meta);
     if settled(&[dir, file], read_at) {
         let (info, content) = (info.clone(), content.clone());
         kept.keep(
@@ -610,7 +614,6 @@ fn keep_if_settled(
             },
         );
     }
-    Ok(())
 }
 
 fn newest(entries: &[SnapshotInfo]) -> Option<&SnapshotInfo> {

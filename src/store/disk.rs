@@ -135,9 +135,9 @@ impl Disk {
     /// (`None`: not there). Two `stat`s of names the kernel has just looked up: what a read of
     /// the kept latest snapshot costs, done on the async thread like nginx's own `open`s.
     pub fn stamps(&self, session: &SessionId, id: &SnapshotId) -> (Option<Stamp>, Option<Stamp>) {
-        let dir = self.session_dir(session);
-        let stamp = |path: &Path| fs::metadata(path).ok().map(|meta| Stamp::of(&meta));
-        (stamp(&dir), stamp(&dir.join(snapshot_name(id))))
+        let file = fs::metadata(self.snapshot_path(session, id)).ok();
+        let dir = self.session_stamp(session).ok().flatten();
+        (dir, file.map(|meta| Stamp::of(&meta)))
     }
 
     /// The session directory's stamp; `None` when there is no such directory.

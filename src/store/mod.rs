@@ -436,17 +436,17 @@ impl Store {
         let kept = self.latest.clone();
         let opened = blocking(move || {
             let _guard = guard;
-            // For the latest: when, and how, the directory was before it was listed.
-            let mut listed: Option<(SystemTime, Stamp)> = None;
-            let (mut file, mut info) = match which {
+            // For the latest, `listed`: when, and as what, the directory was before its listing.
+            let (mut file, mut info, listed) = match which {
                 Which::Id(id) => {
                     let (file, bytes) = disk.open(&session, &id).map_err(not_found)?;
-                    (file, SnapshotInfo { id, bytes })
+                    (file, SnapshotInfo { id, bytes }, None)
                 }
                 Which::Latest => {
                     let read_at = SystemTime::now();
-                    listed = disk.session_stamp(&session)?.map(|dir| (read_at, dir));
-                    open_latest(&disk, &session)?
+                    let listed = disk.session_stamp(&session)?.map(|dir| (read_at, dir));
+                    let (file, info) = open_latest(&disk, &session)?;
+                    (file, info, listed)
                 }
             };
             if unless.is_some_and(|tags| tags.matches(Some(&info.id))) {

@@ -247,7 +247,7 @@ fn saved_response(app: &AppState, session: &SessionId, saved: Saved) -> Response
     let location = format!("{}/{session}/{}", app.config.base_path, saved.info.id);
     let headers = [
         (header::LOCATION, location),
-        (header::ETAG, etag(&saved.info)),
+        (header::ETAG, etag(&saved.info.id.to_string())),
     ];
     (status, headers, Json(SavedBody::new(session, saved))).into_response()
 }
@@ -283,14 +283,12 @@ fn snapshot_response(opened: Opened) -> Response {
 /// What a `200` and a `304` for a snapshot both carry.
 fn snapshot_headers(info: &SnapshotInfo) -> [(HeaderName, String); 4] {
     let modified = httpdate::fmt_http_date(SystemTime::from(info.id.created_at()));
+    let id = info.id.to_string();
     [
-        (header::ETAG, etag(info)),
+        (header::ETAG, etag(&id)),
         (header::LAST_MODIFIED, modified),
         (header::CACHE_CONTROL, "no-cache".to_owned()),
-        (
-            HeaderName::from_static("x-snapshot-id"),
-            info.id.to_string(),
-        ),
+        (HeaderName::from_static("x-snapshot-id"), id),
     ]
 }
 
@@ -303,6 +301,6 @@ pub fn info_json(info: &SnapshotInfo) -> Value {
     })
 }
 
-fn etag(info: &SnapshotInfo) -> String {
-    format!("\"{}\"", info.id)
+fn etag(id: &str) -> String {
+    format!("\"{id}\"")
 }

@@ -7,6 +7,8 @@
 //! process, whose counts would then mix. So nothing here uses the `metrics::counter!` macros
 //! (they go to the global recorder); everything is registered on the app's recorder.
 
+use std::collections::HashMap;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -14,7 +16,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use metrics::{Counter, Key, Label, Level, Metadata, Recorder};
+use metrics::{Counter, Histogram, Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
@@ -85,6 +87,19 @@ pub struct Metrics {
     started: Instant,
     /// Milliseconds after `started` of the last upkeep.
     last_upkeep: AtomicU64,
+    /// The request series met so far, by route template.
+    answers: RwLock<HashMap<Box<str>, Vec<Answers>>>,
+}
+
+/// The two series that count and time the answers of one route, method and status.
+/// Registered once and then reused: making a metric's key (labels, their strings, hashing
+/// them, the recorder's lookup) costs more than counting.
+#[derive(Debug)]
+struct Answers {
+    method: &'static str,
+    status: u16,
+    duration: Histogram,
+    requests: Counter,
 }
 
 impl Default for Metrics {
@@ -105,6 +120,7 @@ impl Metrics {
             handle,
             started: Instant::now(),
             last_upkeep: AtomicU64::new(0),
+            answers: RwLock::default(),
         };
         metrics.describe();
         metrics
@@ -143,17 +159,43 @@ impl Metrics {
 
     fn answered(&self, route: &str, method: &Method, status: u16, took: Duration) {
         let method = method_label(method);
+        let count = |answers: &Answers| {
+            answers.duration.record(took.as_secs_f64());
+            answers.requests.increment(1);
+        };
+        let same = |a: &&Answers| a.method == method && a.status == status;
+        let known = self.answers.read().expect("metrics lock poisoned");
+        match known.get(route).and_then(|all| all.iter().find(same)) {
+            Some(answers) => count(answers),
+            None => {
+                drop(known);
+                let mut known = self.answers.write().expect("metrics lock poisoned");
+                let all = known.entry(route.into()).or_default();
+                // Another request may have registered them since the read.
+                if !all.iter().any(|a| same(&a)) {
+                    all.push(self.register_answers(route, method, status));
+                }
+                count(all.iter().find(same).expect("just registered"));
+            }
+        }
+        self.upkeep_now_and_then();
+    }
+
+    fn register_answers(&self, route: &str, method: &'static str, status: u16) -> Answers {
         let labels = vec![
             Label::new("route", route.to_owned()),
             Label::new("method", method),
         ];
         let key = Key::from_parts(DURATION, labels.clone());
-        let histogram = self.recorder.register_histogram(&key, &METADATA);
-        histogram.record(took.as_secs_f64());
+        let duration = self.recorder.register_histogram(&key, &METADATA);
         let mut labels = labels;
         labels.push(Label::new("status", status.to_string()));
-        self.counter(REQUESTS, labels).increment(1);
-        self.upkeep_now_and_then();
+        Answers {
+            method,
+            status,
+            duration,
+            requests: self.counter(REQUESTS, labels),
+        }
     }
 
     fn rejected(&self, reason: String) {
@@ -208,25 +250,23 @@ fn method_label(method: &Method) -> &'static str {
 
 /// The route template a request matched (`/api/backup/{session}/latest`), never the raw path,
 /// which would make a series per session; `unmatched` when no route took it.
-pub fn route_of<B>(request: &axum::http::Request<B>) -> String {
-    request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned()
+pub fn route_of(matched: Option<&MatchedPath>) -> &str {
+    matched.map_or("unmatched", MatchedPath::as_str)
 }
 
 /// Middleware: counts and times every request, and counts refusals by their error code,
 /// which [`ApiError`] leaves on every answer it makes (wherever the refusal was decided:
 /// guard, extractor or store).
 pub async fn track(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    let route = route_of(&request);
+    // The template is shared, not copied: the request is gone by the time it is counted.
+    let matched = request.extensions().get::<MatchedPath>().cloned();
     let method = request.method().clone();
     let start = Instant::now();
     let response = next.run(request).await;
     let status = response.status();
+    let route = route_of(matched.as_ref());
     app.metrics
-        .answered(&route, &method, status.as_u16(), start.elapsed());
+        .answered(route, &method, status.as_u16(), start.elapsed());
     if status.is_client_error() || status.is_server_error() {
         let code = response
             .extensions()
@@ -264,6 +304,33 @@ mod tests {
     fn methods_beyond_the_usual_share_one_label() {
         assert_eq!(method_label(&Method::PATCH), "PATCH");
         assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "other");
+    }
+
+    #[test]
+    fn answers_are_counted_and_timed_by_route_method_and_status() {
+        let metrics = Metrics::new();
+        let route = "/api/backup/{session}/latest";
+        for status in [200, 200, 304] {
+            metrics.answered(route, &Method::GET, status, Duration::from_millis(2));
+        }
+        metrics.answered(route, &Method::HEAD, 200, Duration::from_millis(20));
+        let text = metrics.render(Counts::default(), 0);
+        let series = |method, status| {
+            format!(
+                r#"snapkeep_http_requests_total{{route="{route}",method="{method}",status="{status}"}}"#
+            )
+        };
+        for (method, status, count) in [("GET", 200, 2), ("GET", 304, 1), ("HEAD", 200, 1)] {
+            let line = format!("{} {count}\n", series(method, status));
+            assert!(text.contains(&line), "{line} in {text}");
+        }
+        let timed = |method, count| {
+            format!(
+                r#"snapkeep_http_request_duration_seconds_count{{route="{route}",method="{method}"}} {count}"#
+            )
+        };
+        assert!(text.contains(&timed("GET", 3)), "{text}");
+        assert!(text.contains(&timed("HEAD", 1)), "{text}");
     }
 
     #[test]

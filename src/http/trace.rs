@@ -21,14 +21,14 @@ const QUIET: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 /// The span of one request; its level is DEBUG for the quiet routes.
 pub fn span<B>(request: &Request<B>) -> Span {
-    let route = route_of(request);
+    let route = route_of(request.extensions().get());
     let method = request.method().as_str();
     let request_id = request
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
-    match QUIET.contains(&route.as_str()) {
+    match QUIET.contains(&route) {
         true => tracing::debug_span!("request", method, route, request_id),
         false => tracing::info_span!("request", method, route, request_id),
     }

@@ -17,7 +17,6 @@ use walkdir::WalkDir;
 
 use super::SnapshotInfo;
 use super::atomic;
-use super::latest::Stamp;
 use super::name::{SessionId, SnapshotId};
 use super::usage::Counts;
 
@@ -43,11 +42,13 @@ impl Disk {
         }
     }
 
-    fn session_dir(&self, session: &SessionId) -> PathBuf {
+    /// Where a session's snapshots are (whether or not it exists).
+    pub fn session_dir(&self, session: &SessionId) -> PathBuf {
         self.root.join(session.as_str())
     }
 
-    fn snapshot_path(&self, session: &SessionId, id: &SnapshotId) -> PathBuf {
+    /// Where a snapshot's file is (whether or not it exists).
+    pub fn snapshot_path(&self, session: &SessionId, id: &SnapshotId) -> PathBuf {
         self.session_dir(session).join(snapshot_name(id))
     }
 
@@ -128,24 +129,6 @@ impl Disk {
         match fs::read_dir(self.session_dir(session)) {
             Err(err) if no_session(&err) => Ok(None),
             other => other.map(Some),
-        }
-    }
-
-    /// The stamps of the session directory and of one of its snapshots, as they are now
-    /// (`None`: not there). Two `stat`s of names the kernel has just looked up: what a read of
-    /// the kept latest snapshot costs, done on the async thread like nginx's own `open`s.
-    pub fn stamps(&self, session: &SessionId, id: &SnapshotId) -> (Option<Stamp>, Option<Stamp>) {
-        let file = fs::metadata(self.snapshot_path(session, id)).ok();
-        let dir = self.session_stamp(session).ok().flatten();
-        (dir, file.map(|meta| Stamp::of(&meta)))
-    }
-
-    /// The session directory's stamp; `None` when there is no such directory.
-    pub fn session_stamp(&self, session: &SessionId) -> io::Result<Option<Stamp>> {
-        match fs::metadata(self.session_dir(session)) {
-            Ok(meta) => Ok(Some(Stamp::of(&meta))),
-            Err(err) if no_session(&err) => Ok(None),
-            Err(err) => Err(err),
         }
     }
 

@@ -1,31 +1,27 @@
 //! Each session's newest small snapshot, kept in memory for the hot read path: with it,
-//! `GET {base}/{session}/latest` costs two `stat`s instead of a directory listing, an open, a
-//! read and a SHA-256 on the blocking pool.
+//! `GET {base}/{session}/latest` costs one map lookup and one empty read of the kernel's change
+//! queue, instead of a directory listing, an open, a read and a SHA-256 on the blocking pool.
 //!
-//! It stays right when files are added, removed or edited by hand while the server runs. Every
-//! read compares the session directory's and the snapshot file's [`Stamp`] (inode, size, and
-//! modification and change times) with what they were when the entry was read from disk; any
-//! difference sends the read down the ordinary path, which reads the directory afresh.
+//! It stays right when files are added, removed or edited by hand while the server runs. Before
+//! a latest is read from disk, the session directory and then the file are watched
+//! ([`Watches`]); the first change to either ends the watch and drops the entry. An entry is
+//! kept only if its watches are still unbroken once it has been read ([`Ticket`]), so a change
+//! made during the read is not missed either. Every lookup first takes in the changes the
+//! kernel has queued, and the kernel queues a change before the system call that made it
+//! returns: whatever was done to the disk before a read began is seen by that read.
 //!
-//! One trap remains: a filesystem stamps times with a coarse clock, so a change made in the
-//! same tick as an entry's read would leave every time as it was. An entry is therefore kept
-//! only when it was read after the clock had clearly moved past its stamps ([`settled`]); any
-//! later change then carries a later time. (A wall clock stepped back by more than that margin
-//! could defeat this; the next change after the clock catches up is seen again.)
-//!
-//! The pieces here are pure: the store takes the stamps (see `Disk::stamp`) and decides.
+//! Where there are no watches (not Linux, or the kernel's limit is reached), nothing is kept.
 
 use std::collections::HashMap;
-use std::fs::Metadata;
-use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
 use super::SnapshotInfo;
 use super::name::SessionId;
+use super::watch::{Ended, Watch, Watches};
 
 /// Only snapshots up to this size are kept.
 pub const KEEP_UP_TO: u64 = 64 * 1024;
@@ -33,103 +29,79 @@ pub const KEEP_UP_TO: u64 = 64 * 1024;
 /// All entries together stay under this many bytes of snapshot content.
 const BUDGET: usize = 8 * 1024 * 1024;
 
-/// How far the clock must be past a stamp before a read can be trusted to tell it from any
-/// later change: local filesystems stamp with the kernel's tick (1-10 ms), so this leaves a
-/// wide margin.
-const FINE_MARGIN: Duration = Duration::from_millis(100);
+/// At most this many sessions are kept, so at most twice as many watches are held (the
+/// kernel's limit is per user, and on older systems 8192).
+const MAX_ENTRIES: usize = 2048;
 
-/// The same for a filesystem whose times have no fraction of a second (whole seconds, or the
-/// two seconds of FAT).
-const COARSE_MARGIN: Duration = Duration::from_secs(3);
-
-/// What `stat` says of a file or directory that changes whenever its content (a directory's:
-/// its entries) or its inode does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stamp {
-    dev: u64,
-    ino: u64,
-    len: u64,
-    /// Modification and change times, in nanoseconds since the epoch.
-    modified: i128,
-    changed: i128,
-}
-
-impl Stamp {
-    pub fn of(meta: &Metadata) -> Self {
-        Self {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            len: meta.size(),
-            modified: nanos(meta.mtime(), meta.mtime_nsec()),
-            changed: nanos(meta.ctime(), meta.ctime_nsec()),
-        }
-    }
-}
-
-fn nanos(secs: i64, nsec: i64) -> i128 {
-    i128::from(secs) * 1_000_000_000 + i128::from(nsec)
-}
-
-/// Whether content read at `read_at` (taken before the stamps were) is sure to be told apart
-/// from any later change of these stamps: the clock had moved past each of their times by
-/// more than the filesystem's granularity.
-pub fn settled(stamps: &[Stamp], read_at: SystemTime) -> bool {
-    let Ok(now) = read_at.duration_since(UNIX_EPOCH) else {
-        return false;
-    };
-    let now = now.as_nanos() as i128;
-    let times = || stamps.iter().flat_map(|s| [s.modified, s.changed]);
-    let whole_seconds = times().any(|t| t % 1_000_000_000 == 0);
-    let margin = if whole_seconds {
-        COARSE_MARGIN
-    } else {
-        FINE_MARGIN
-    };
-    times().all(|t| now - t >= margin.as_nanos() as i128)
-}
-
-/// One session's newest snapshot as it was read, with the stamps that must still hold.
+/// One session's newest snapshot as it was read.
 #[derive(Debug)]
 pub struct Entry {
     pub info: SnapshotInfo,
     pub content: Bytes,
-    /// The session directory's stamp when it was listed.
-    pub dir: Stamp,
-    /// The snapshot file's stamp when it was read.
-    pub file: Stamp,
 }
 
-impl Entry {
-    /// Whether the directory and the file are still as they were read (`None`: gone).
-    pub fn holds(&self, dir: Option<Stamp>, file: Option<Stamp>) -> bool {
-        dir == Some(self.dir) && file == Some(self.file)
-    }
-}
-
-/// The entries, by session. A std `Mutex`: it is held for a map lookup, never across an await.
+/// The entries, by session. A std `Mutex`: it is held for a map lookup and a read of the
+/// change queue, never across an await.
 #[derive(Debug, Default)]
 pub struct LatestCache {
-    map: Mutex<Map>,
+    state: Mutex<State>,
+    watches: Watches,
     /// Reads answered from an entry.
     hits: AtomicU64,
 }
 
 #[derive(Debug, Default)]
-struct Map {
-    entries: HashMap<SessionId, Arc<Entry>>,
+struct State {
+    entries: HashMap<SessionId, Kept>,
     /// Content bytes of all entries.
     bytes: usize,
+    /// Every watch not yet ended. The kernel has one watch per file or directory, so the
+    /// reads of one session share them: they are counted.
+    watched: HashMap<Watch, Watched>,
+    /// The changes just taken from the queue (kept to reuse its allocation).
+    ended: Vec<Watch>,
+}
+
+#[derive(Debug)]
+struct Watched {
+    session: SessionId,
+    /// Tickets and entries holding it.
+    holders: usize,
+}
+
+#[derive(Debug)]
+struct Kept {
+    entry: Arc<Entry>,
+    pair: Pair,
+}
+
+/// A session directory's watch, and its latest file's once that is placed.
+#[derive(Debug, Clone, Copy)]
+struct Pair {
+    dir: Watch,
+    file: Option<Watch>,
+}
+
+/// The watches placed before a read of a session's latest: what is read is kept only if
+/// neither has ended by then ([`Ticket::keep`]). Dropped unused, it lets go of them.
+#[derive(Debug)]
+pub struct Ticket {
+    cache: Arc<LatestCache>,
+    session: SessionId,
+    pair: Pair,
+    /// Still this ticket's to let go of, not handed to a kept entry.
+    held: bool,
 }
 
 impl LatestCache {
-    /// The entry kept for `session`, to be checked with [`Entry::holds`] before it is used.
+    /// The entry kept for `session`, if nothing has changed in its directory or file since
+    /// it was read.
     pub fn get(&self, session: &SessionId) -> Option<Arc<Entry>> {
-        self.lock().entries.get(session).cloned()
-    }
-
-    /// Counts a read answered from an entry.
-    pub fn hit(&self) {
+        let mut state = self.lock();
+        self.take_changes(&mut state);
+        let entry = state.entries.get(session)?.entry.clone();
         self.hits.fetch_add(1, Ordering::Relaxed);
+        Some(entry)
     }
 
     /// Reads answered from an entry so far.
@@ -137,174 +109,309 @@ impl LatestCache {
         self.hits.load(Ordering::Relaxed)
     }
 
-    /// Keeps `entry` as the session's newest, in place of any older one. Makes room by dropping
-    /// other sessions' entries when the budget is spent.
-    pub fn keep(&self, session: &SessionId, entry: Entry) {
-        let size = entry.content.len();
-        if size as u64 > KEEP_UP_TO {
-            return;
+    /// Starts watching a session's directory, before it is listed; `None`: it cannot be
+    /// watched, and what is read will not be kept.
+    pub fn watch(self: &Arc<Self>, session: &SessionId, dir: &Path) -> Option<Ticket> {
+        let dir = self.watches.add(dir)?;
+        self.hold(session, dir);
+        Some(Ticket {
+            cache: self.clone(),
+            session: session.clone(),
+            pair: Pair { dir, file: None },
+            held: true,
+        })
+    }
+
+    fn hold(&self, session: &SessionId, watch: Watch) {
+        let mut state = self.lock();
+        let watched = state.watched.entry(watch).or_insert_with(|| Watched {
+            session: session.clone(),
+            holders: 0,
+        });
+        watched.holders += 1;
+    }
+
+    /// Drops the entries whose directory or file has changed since they were read.
+    fn take_changes(&self, state: &mut State) {
+        let mut ended = std::mem::take(&mut state.ended);
+        match self.watches.ended(&mut ended) {
+            Ended::These => {
+                for watch in ended.drain(..) {
+                    if let Some(watched) = state.watched.remove(&watch)
+                        && let Some(old) = state.entries.remove(&watched.session)
+                    {
+                        self.drop_kept(state, old);
+                    }
+                }
+            }
+            Ended::Any => {
+                ended.clear();
+                for (_, old) in std::mem::take(&mut state.entries) {
+                    self.drop_kept(state, old);
+                }
+                // Which watches ended is unknown: no ticket handed out so far can be trusted.
+                state.watched.clear();
+            }
         }
-        let mut map = self.lock();
-        if let Some(old) = map.entries.remove(session) {
-            map.bytes -= old.content.len();
-        }
-        while map.bytes + size > BUDGET {
-            let Some(victim) = map.entries.keys().next().cloned() else {
-                break;
+        state.ended = ended;
+    }
+
+    fn drop_kept(&self, state: &mut State, old: Kept) {
+        state.bytes -= old.entry.content.len();
+        self.let_go(state, old.pair);
+    }
+
+    /// Lets go of a pair of watches; one that nothing else holds is ended.
+    fn let_go(&self, state: &mut State, pair: Pair) {
+        for watch in [Some(pair.dir), pair.file].into_iter().flatten() {
+            let Some(watched) = state.watched.get_mut(&watch) else {
+                continue; // ended already
             };
-            let old = map.entries.remove(&victim).expect("the key was just seen");
-            map.bytes -= old.content.len();
-        }
-        map.bytes += size;
-        map.entries.insert(session.clone(), Arc::new(entry));
-    }
-
-    /// Drops `stale` (found not to hold), unless a newer entry has taken its place meanwhile.
-    pub fn forget(&self, session: &SessionId, stale: &Arc<Entry>) {
-        let mut map = self.lock();
-        if map
-            .entries
-            .get(session)
-            .is_some_and(|e| Arc::ptr_eq(e, stale))
-        {
-            map.entries.remove(session);
-            map.bytes -= stale.content.len();
+            watched.holders -= 1;
+            if watched.holders == 0 {
+                state.watched.remove(&watch);
+                self.watches.remove(watch);
+            }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Map> {
-        self.map.lock().expect("latest cache lock poisoned")
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("latest cache lock poisoned")
     }
 }
 
-#[cfg(test)]
+impl Ticket {
+    /// Also watches the latest's file, before it is read: a write through another name (a
+    /// hard link) changes no directory, only the file. Without this watch nothing is kept.
+    pub fn watch_file(&mut self, file: &Path) {
+        if let Some(watch) = self.cache.watches.add(file) {
+            self.cache.hold(&self.session, watch);
+            self.pair.file = Some(watch);
+        }
+    }
+
+    /// Keeps `entry` as the session's latest, if both watches are unbroken, it is small
+    /// enough, and room can be made.
+    pub fn keep(mut self, entry: Entry) {
+        let (cache, session) = (self.cache.clone(), &self.session);
+        let size = entry.content.len();
+        let mut state = cache.lock();
+        cache.take_changes(&mut state);
+        let unbroken = |watch| state.watched.get(&watch).map(|w| &w.session) == Some(session);
+        let whole = self.pair.file.is_some_and(unbroken) && unbroken(self.pair.dir);
+        if !whole || size as u64 > KEEP_UP_TO {
+            drop(state);
+            return; // and dropping the ticket lets go of its watches
+        }
+        if let Some(old) = state.entries.remove(session) {
+            cache.drop_kept(&mut state, old);
+        }
+        while state.bytes + size > BUDGET || state.entries.len() >= MAX_ENTRIES {
+            let Some(victim) = state.entries.keys().next().cloned() else {
+                break;
+            };
+            let old = state
+                .entries
+                .remove(&victim)
+                .expect("the key was just seen");
+            cache.drop_kept(&mut state, old);
+        }
+        state.bytes += size;
+        let kept = Kept {
+            entry: Arc::new(entry),
+            pair: self.pair,
+        };
+        state.entries.insert(session.clone(), kept);
+        // The entry holds the watches now.
+        self.held = false;
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.held {
+            let mut state = self.cache.lock();
+            self.cache.let_go(&mut state, self.pair);
+        }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
+    use std::fs;
+    use std::path::PathBuf;
+
     use super::*;
     use crate::store::name::SnapshotId;
 
-    const SECOND: i128 = 1_000_000_000;
+    const ID: &str = "20261124T040000.000000Z-0123456789abcdef";
 
-    fn stamp(modified: i128, changed: i128) -> Stamp {
-        Stamp {
-            dev: 1,
-            ino: 2,
-            len: 3,
-            modified,
-            changed,
-        }
+    /// A session directory holding one snapshot file.
+    struct Session {
+        id: SessionId,
+        dir: PathBuf,
+        file: PathBuf,
     }
 
-    fn at(nanos: i128) -> SystemTime {
-        UNIX_EPOCH + Duration::from_nanos(nanos as u64)
-    }
-
-    #[test]
-    fn a_read_in_the_same_tick_as_a_change_is_not_settled() {
-        let t = 1_700_000_000 * SECOND + 123_456_789;
-        let dir = stamp(t, t);
-        let file = stamp(t - SECOND, t - SECOND);
-        assert!(!settled(&[dir, file], at(t)));
-        assert!(
-            !settled(&[dir, file], at(t + 4_000_000)),
-            "one 4 ms tick later"
-        );
-        assert!(settled(&[dir, file], at(t + SECOND)));
-    }
-
-    #[test]
-    fn every_time_counts_the_change_time_too() {
-        let t = 1_700_000_000 * SECOND + 5;
-        // Modified long ago, but its inode changed just now (a rename, a chmod, `touch -d`).
-        let file = stamp(t - 3600 * SECOND, t);
-        assert!(!settled(&[file], at(t + 50_000_000)));
-        assert!(settled(&[file], at(t + 200_000_000)));
-    }
-
-    #[test]
-    fn whole_second_times_need_a_wider_margin() {
-        let t = 1_700_000_000 * SECOND; // no fraction: a whole-second (or FAT) filesystem
-        let file = stamp(t, t);
-        assert!(!settled(&[file], at(t + SECOND)));
-        assert!(!settled(&[file], at(t + 2 * SECOND + SECOND / 2)));
-        assert!(settled(&[file], at(t + 3 * SECOND)));
-    }
-
-    #[test]
-    fn a_clock_behind_the_stamps_is_never_settled() {
-        let t = 1_700_000_000 * SECOND + 7;
-        assert!(!settled(&[stamp(t, t)], at(t - SECOND)));
-    }
-
-    #[test]
-    fn an_entry_holds_only_while_both_stamps_are_unchanged() {
-        let entry = entry_of(100);
-        let (dir, file) = (entry.dir, entry.file);
-        assert!(entry.holds(Some(dir), Some(file)));
-        assert!(!entry.holds(None, Some(file)), "session directory gone");
-        assert!(!entry.holds(Some(dir), None), "snapshot file gone");
-        let touched = Stamp {
-            changed: file.changed + 1,
-            ..file
-        };
-        assert!(!entry.holds(Some(dir), Some(touched)));
-        let replaced = Stamp {
-            ino: file.ino + 1,
-            ..file
-        };
-        assert!(!entry.holds(Some(dir), Some(replaced)));
-        let listed = Stamp {
-            modified: dir.modified + 1,
-            ..dir
-        };
-        assert!(!entry.holds(Some(listed), Some(file)));
-    }
-
-    #[test]
-    fn the_budget_bounds_what_is_kept_and_forget_spares_a_newer_entry() {
-        let cache = LatestCache::default();
-        let sessions: Vec<SessionId> = (0..200)
-            .map(|i| SessionId::parse(&format!("s{i}")).unwrap())
-            .collect();
-        for session in &sessions {
-            cache.keep(session, entry_of(KEEP_UP_TO as usize));
-        }
-        let kept = sessions.iter().filter(|s| cache.get(s).is_some()).count();
-        assert_eq!(kept, BUDGET / KEEP_UP_TO as usize);
-        assert_eq!(cache.lock().bytes, kept * KEEP_UP_TO as usize);
-
-        // Too large to keep at all.
-        cache.keep(&sessions[0], entry_of(KEEP_UP_TO as usize + 1));
-        assert!(
-            cache
-                .get(&sessions[0])
-                .is_none_or(|e| e.content.len() <= KEEP_UP_TO as usize)
-        );
-
-        let s = &sessions[199];
-        let first = cache.get(s).expect("the last one kept is there");
-        cache.keep(s, entry_of(10));
-        cache.forget(s, &first);
-        assert_eq!(
-            cache.get(s).map(|e| e.content.len()),
-            Some(10),
-            "newer one stays"
-        );
-        let second = cache.get(s).unwrap();
-        cache.forget(s, &second);
-        assert!(cache.get(s).is_none());
-        let total: usize = cache.lock().entries.values().map(|e| e.content.len()).sum();
-        assert_eq!(cache.lock().bytes, total);
+    fn session(root: &Path, name: &str) -> Session {
+        let dir = root.join(name);
+        fs::create_dir(&dir).unwrap();
+        let file = dir.join(format!("{ID}.json"));
+        fs::write(&file, "{}").unwrap();
+        let id = SessionId::parse(name).unwrap();
+        Session { id, dir, file }
     }
 
     fn entry_of(size: usize) -> Entry {
         Entry {
             info: SnapshotInfo {
-                id: SnapshotId::parse("20261124T040000.000000Z-0123456789abcdef").unwrap(),
+                id: SnapshotId::parse(ID).unwrap(),
                 bytes: size as u64,
             },
             content: Bytes::from(vec![b' '; size]),
-            dir: stamp(1, 2),
-            file: stamp(3, 4),
         }
+    }
+
+    /// Watches, "reads", and keeps: what the store does on a read from disk.
+    fn read(cache: &Arc<LatestCache>, s: &Session, size: usize) {
+        let mut ticket = cache.watch(&s.id, &s.dir).unwrap();
+        ticket.watch_file(&s.file);
+        ticket.keep(entry_of(size));
+    }
+
+    #[test]
+    fn any_change_in_the_directory_or_to_the_file_drops_the_entry() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = Arc::new(LatestCache::default());
+        type Change = (&'static str, fn(&Session));
+        let changes: [Change; 4] = [
+            ("a file added", |s| {
+                fs::write(s.dir.join("new.json"), "1").unwrap();
+            }),
+            ("the file removed", |s| fs::remove_file(&s.file).unwrap()),
+            ("the file written in place", |s| {
+                fs::write(&s.file, "{\"x\":1}").unwrap()
+            }),
+            ("the directory removed", |s| {
+                fs::remove_dir_all(&s.dir).unwrap()
+            }),
+        ];
+        for (i, (what, change)) in changes.iter().enumerate() {
+            let s = session(root.path(), &format!("s{i}"));
+            read(&cache, &s, 10);
+            assert!(cache.get(&s.id).is_some(), "kept before: {what}");
+            change(&s);
+            assert!(cache.get(&s.id).is_none(), "dropped: {what}");
+        }
+        assert!(cache.lock().watched.is_empty(), "no watch left behind");
+        assert_eq!(cache.hits(), changes.len() as u64);
+    }
+
+    #[test]
+    fn a_write_through_another_name_of_the_file_drops_the_entry() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = Arc::new(LatestCache::default());
+        let s = session(root.path(), "s");
+        let other = root.path().join("elsewhere.json");
+        fs::hard_link(&s.file, &other).unwrap();
+        read(&cache, &s, 10);
+        assert!(cache.get(&s.id).is_some());
+        fs::write(&other, "[]").unwrap(); // the session directory itself sees nothing
+        assert!(cache.get(&s.id).is_none());
+    }
+
+    #[test]
+    fn reads_of_a_kept_session_share_its_watches() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = Arc::new(LatestCache::default());
+        let s = session(root.path(), "s");
+        read(&cache, &s, 10);
+        read(&cache, &s, 20); // the same two watches, from the kernel
+        read(&cache, &s, KEEP_UP_TO as usize + 1); // not kept: lets go of its share only
+        assert_eq!(cache.get(&s.id).map(|e| e.content.len()), Some(20));
+        assert_eq!(cache.lock().watched.len(), 2);
+        fs::write(s.dir.join("new.json"), "1").unwrap();
+        assert!(cache.get(&s.id).is_none(), "still watched");
+    }
+
+    #[test]
+    fn a_change_during_the_read_keeps_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = Arc::new(LatestCache::default());
+        let s = session(root.path(), "s");
+        let mut ticket = cache.watch(&s.id, &s.dir).unwrap();
+        ticket.watch_file(&s.file);
+        fs::write(s.dir.join("newer.json"), "1").unwrap();
+        ticket.keep(entry_of(10));
+        assert!(cache.get(&s.id).is_none());
+
+        // The file's watch alone breaks it too.
+        let mut ticket = cache.watch(&s.id, &s.dir).unwrap();
+        ticket.watch_file(&s.file);
+        fs::write(&s.file, "[1]").unwrap();
+        ticket.keep(entry_of(10));
+        assert!(cache.get(&s.id).is_none());
+        assert!(cache.lock().watched.is_empty());
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_watched_keeps_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = Arc::new(LatestCache::default());
+        let s = session(root.path(), "s");
+        let mut ticket = cache.watch(&s.id, &s.dir).unwrap();
+        ticket.watch_file(&s.dir.join("gone.json"));
+        ticket.keep(entry_of(10));
+        assert!(cache.get(&s.id).is_none());
+        assert!(cache.lock().watched.is_empty());
+    }
+
+    #[test]
+    fn the_budget_bounds_what_is_kept_and_its_watches() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = Arc::new(LatestCache::default());
+        let sessions: Vec<Session> = (0..200)
+            .map(|i| session(root.path(), &format!("s{i}")))
+            .collect();
+        for s in &sessions {
+            read(&cache, s, KEEP_UP_TO as usize);
+        }
+        let kept = cache.lock().entries.len();
+        assert_eq!(kept, BUDGET / KEEP_UP_TO as usize);
+        assert_eq!(cache.lock().bytes, kept * KEEP_UP_TO as usize);
+        assert_eq!(
+            cache.lock().watched.len(),
+            2 * kept,
+            "evicted ones unwatched"
+        );
+
+        // Too large to keep at all; the smaller one it would replace stays.
+        let last = &sessions[199];
+        assert!(cache.get(&last.id).is_some(), "the last one kept is there");
+        read(&cache, last, KEEP_UP_TO as usize + 1);
+        assert_eq!(
+            cache.get(&last.id).map(|e| e.content.len()),
+            Some(KEEP_UP_TO as usize)
+        );
+        read(&cache, last, 10);
+        assert_eq!(cache.get(&last.id).map(|e| e.content.len()), Some(10));
+        let total: usize = cache
+            .lock()
+            .entries
+            .values()
+            .map(|k| k.entry.content.len())
+            .sum();
+        assert_eq!(cache.lock().bytes, total);
+    }
+
+    #[test]
+    fn so_many_sessions_are_kept_at_most() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = Arc::new(LatestCache::default());
+        for i in 0..MAX_ENTRIES + 10 {
+            read(&cache, &session(root.path(), &format!("s{i}")), 1);
+        }
+        assert_eq!(cache.lock().entries.len(), MAX_ENTRIES);
+        assert_eq!(cache.lock().watched.len(), 2 * MAX_ENTRIES);
     }
 }

@@ -16,19 +16,19 @@ pub mod retain;
 mod spool;
 mod usage;
 mod verify;
+mod watch;
 mod write;
 
 use std::io::{self, Read, Seek};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use tokio::io::AsyncRead;
 
 use self::disk::Disk;
-use self::latest::{LatestCache, Stamp, settled};
+use self::latest::LatestCache;
 use self::locks::SessionLocks;
 use self::name::{SessionId, SnapshotId, sha256_hex, sha256_hex_of};
 use self::retain::Retention;
@@ -436,17 +436,21 @@ impl Store {
         let kept = self.latest.clone();
         let opened = blocking(move || {
             let _guard = guard;
-            // For the latest, `listed`: when, and as what, the directory was before its listing.
-            let (mut file, mut info, listed) = match which {
+            // For the latest, the watches that let it be kept in memory once read.
+            let (mut file, mut info, ticket) = match which {
                 Which::Id(id) => {
                     let (file, bytes) = disk.open(&session, &id).map_err(not_found)?;
                     (file, SnapshotInfo { id, bytes }, None)
                 }
                 Which::Latest => {
-                    let read_at = SystemTime::now();
-                    let listed = disk.session_stamp(&session)?.map(|dir| (read_at, dir));
-                    let (file, info) = open_latest(&disk, &session)?;
-                    (file, info, listed)
+                    // Each watched before it is read: any change from here on ends the ticket.
+                    let mut ticket = kept.watch(&session, &disk.session_dir(&session));
+                    let id = disk.newest_id(&session)?.ok_or(StoreError::NotFound)?;
+                    if let Some(ticket) = &mut ticket {
+                        ticket.watch_file(&disk.snapshot_path(&session, &id));
+                    }
+                    let (file, bytes) = disk.open(&session, &id).map_err(not_found)?;
+                    (file, SnapshotInfo { id, bytes }, ticket)
                 }
             };
             if unless.is_some_and(|tags| tags.matches(Some(&info.id))) {
@@ -462,10 +466,11 @@ impl Store {
                 info.bytes = bytes.len() as u64;
                 let intact = info.id.digest_matches(&sha256_hex(&bytes));
                 let bytes = Bytes::from(bytes);
-                if let Some(listed) = listed
+                if let Some(ticket) = ticket
                     && intact
                 {
-                    keep_if_settled(&kept, &session, &file, &info, &bytes, listed);
+                    let (info, content) = (info.clone(), bytes.clone());
+                    ticket.keep(latest::Entry { info, content });
                 }
                 (intact, SnapshotBody::Whole(bytes))
             } else {
@@ -486,9 +491,10 @@ impl Store {
         })
     }
 
-    /// The latest answered from memory, if it is kept and still holds.
+    /// The latest answered from memory, if it is kept: nothing in its directory or file has
+    /// changed since it was read. Runs on the async thread: no lock, no listing, no `stat`.
     fn open_kept_latest(&self, session: &SessionId, unless: Option<&Expected>) -> Option<Opened> {
-        let kept = self.kept_latest(session)?;
+        let kept = self.latest.get(session)?;
         let info = kept.info.clone();
         Some(
             match unless.is_some_and(|tags| tags.matches(Some(&info.id))) {
@@ -500,19 +506,6 @@ impl Store {
                 }),
             },
         )
-    }
-
-    /// The session's kept newest snapshot, if the directory and the file are still as they
-    /// were when it was read. Runs on the async thread: two `stat`s, no lock, no listing.
-    fn kept_latest(&self, session: &SessionId) -> Option<Arc<latest::Entry>> {
-        let entry = self.latest.get(session)?;
-        let (dir, file) = self.disk.stamps(session, &entry.info.id);
-        if entry.holds(dir, file) {
-            self.latest.hit();
-            return Some(entry);
-        }
-        self.latest.forget(session, &entry);
-        None
     }
 
     /// Deletes one snapshot. `precondition` is checked against that snapshot's own id.
@@ -569,50 +562,6 @@ impl Store {
             Ok(())
         })
         .await
-    }
-}
-
-/// Opens the session's newest snapshot; call it holding the session's lock (at least shared).
-fn open_latest(
-    disk: &Disk,
-    session: &SessionId,
-) -> Result<(std::fs::File, SnapshotInfo), StoreError> {
-    let id = disk.newest_id(session)?.ok_or(StoreError::NotFound)?;
-    let (file, bytes) = disk.open(session, &id).map_err(not_found)?;
-    Ok((file, SnapshotInfo { id, bytes }))
-}
-
-/// Keeps a latest just read whole from disk in memory, if it was read well after the last
-/// change of its file and of the directory `listed` (when, and as what, before the listing).
-/// Keeping is optional: a file that cannot be stamped is simply not kept.
-fn keep_if_settled(
-    kept: &LatestCache,
-    session: &SessionId,
-    file: &std::fs::File,
-    info: &SnapshotInfo,
-    content: &Bytes,
-    (read_at, dir): (SystemTime, Stamp),
-) {
-    if info.bytes > latest::KEEP_UP_TO {
-        return;
-    }
-    // Stamped after the read: an edit during it shows as a change too late to be settled,
-    // and any edit after it as a different stamp.
-    let Ok(meta) = file.metadata() else {
-        return;
-    };
-    let file = Stamp::of(&meta);
-    if settled(&[dir, file], read_at) {
-        let (info, content) = (info.clone(), content.clone());
-        kept.keep(
-            session,
-            latest::Entry {
-                info,
-                content,
-                dir,
-                file,
-            },
-        );
     }
 }
 

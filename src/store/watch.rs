@@ -1,0 +1,169 @@
+//! What the kernel says has changed on disk (inotify, on Linux): what lets a latest snapshot
+//! kept in memory be answered without looking at the disk at all.
+//!
+//! A [`Watch`] is one-shot: the first change to what it watches ends it, and [`Watches::ended`]
+//! reports it once. A watched directory changes when a file in it is created, written,
+//! renamed, removed or touched, or when it is itself removed or moved away; a watched file
+//! when it is written, truncated or touched, under whichever of its names. The kernel queues
+//! the event before the change's own system call returns, so a change that was done before
+//! [`Watches::ended`] is called is in its answer.
+//!
+//! Elsewhere than Linux, or when the kernel refuses (too many watches), there is no watch, and
+//! the caller keeps nothing that would need one.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+/// One watch, until its first change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Watch(imp::Descriptor);
+
+/// What [`Watches::ended`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// Exactly these watches saw a change (none, usually).
+    These,
+    /// The kernel's queue overflowed: any watch may have ended.
+    Any,
+}
+
+/// The process's watches: one inotify instance, opened at the first [`Watches::add`].
+#[derive(Debug, Default)]
+pub struct Watches {
+    inotify: OnceLock<Option<imp::Inotify>>,
+}
+
+impl Watches {
+    /// Starts watching `path`, a directory or a file; `None` when it cannot be watched
+    /// (gone, or no watches to be had).
+    pub fn add(&self, path: &Path) -> Option<Watch> {
+        self.inotify
+            .get_or_init(imp::Inotify::open)
+            .as_ref()?
+            .add(path)
+    }
+
+    /// Stops a watch that has not ended yet.
+    pub fn remove(&self, watch: Watch) {
+        if let Some(Some(inotify)) = self.inotify.get() {
+            inotify.remove(watch);
+        }
+    }
+
+    /// Appends to `ended` the watches that saw a change since the last call.
+    pub fn ended(&self, ended: &mut Vec<Watch>) -> Ended {
+        match self.inotify.get() {
+            Some(Some(inotify)) => inotify.ended(ended),
+            _ => Ended::These,
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod imp {
+    use std::path::Path;
+
+    use nix::errno::Errno;
+    use nix::sys::inotify::{AddWatchFlags as Flags, InitFlags};
+
+    use super::{Ended, Watch};
+
+    pub type Descriptor = nix::sys::inotify::WatchDescriptor;
+
+    #[derive(Debug)]
+    pub struct Inotify(nix::sys::inotify::Inotify);
+
+    impl Inotify {
+        pub fn open() -> Option<Self> {
+            let flags = InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC;
+            match nix::sys::inotify::Inotify::init(flags) {
+                Ok(inotify) => Some(Self(inotify)),
+                Err(err) => {
+                    tracing::warn!(error = %err, "no inotify: latest snapshots are read from disk every time");
+                    None
+                }
+            }
+        }
+
+        pub fn add(&self, path: &Path) -> Option<Watch> {
+            // Every change of content, name or attributes; reads (access, open) are none.
+            let changes = Flags::IN_CREATE
+                | Flags::IN_DELETE
+                | Flags::IN_MOVED_FROM
+                | Flags::IN_MOVED_TO
+                | Flags::IN_MODIFY
+                | Flags::IN_ATTRIB
+                | Flags::IN_CLOSE_WRITE
+                | Flags::IN_DELETE_SELF
+                | Flags::IN_MOVE_SELF;
+            self.0
+                .add_watch(path, changes | Flags::IN_ONESHOT)
+                .ok()
+                .map(Watch)
+        }
+
+        pub fn remove(&self, watch: Watch) {
+            // Fails only for a watch that has just ended, which is what was wanted.
+            let _ = self.0.rm_watch(watch.0);
+        }
+
+        pub fn ended(&self, ended: &mut Vec<Watch>) -> Ended {
+            let mut overflowed = false;
+            loop {
+                match self.0.read_events() {
+                    Ok(events) => {
+                        for event in events {
+                            if event.mask.contains(Flags::IN_Q_OVERFLOW) {
+                                overflowed = true;
+                            } else {
+                                ended.push(Watch(event.wd));
+                            }
+                        }
+                    }
+                    Err(Errno::EINTR) => {}
+                    Err(Errno::EAGAIN) => break,
+                    Err(err) => {
+                        // Cannot happen for a valid instance; if it does, trust nothing.
+                        tracing::warn!(error = %err, "reading inotify events failed");
+                        overflowed = true;
+                        break;
+                    }
+                }
+            }
+            match overflowed {
+                true => Ended::Any,
+                false => Ended::These,
+            }
+        }
+    }
+}
+
+/// No inotify: nothing is ever watched.
+#[cfg(not(target_os = "linux"))]
+mod imp {
+    use std::path::Path;
+
+    use super::{Ended, Watch};
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum Descriptor {}
+
+    #[derive(Debug)]
+    pub struct Inotify;
+
+    impl Inotify {
+        pub fn open() -> Option<Self> {
+            None
+        }
+
+        pub fn add(&self, _: &Path) -> Option<Watch> {
+            None
+        }
+
+        pub fn remove(&self, _: Watch) {}
+
+        pub fn ended(&self, _: &mut Vec<Watch>) -> Ended {
+            Ended::These
+        }
+    }
+}

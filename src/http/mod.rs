@@ -22,6 +22,7 @@ use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware;
 use axum::response::Response;
 use axum::routing::get;
+use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -95,22 +96,19 @@ pub fn router(app: AppState) -> Router {
             get(snapshot).delete(delete_snapshot),
         )
         .fallback(fallback)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(app.clone(), guard::check));
-    // CORS outside the guard: a browser's preflight carries no credentials.
-    let routes = match cors(&app.config.access.cors_origins) {
-        Some(cors) => routes
-            .layer(cors)
-            .layer(middleware::map_response(cors_only_for_allowed_origins)),
-        None => routes,
-    };
-    routes
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        // Outside CORS and the guard, so refusals are counted too.
-        .layer(middleware::from_fn_with_state(app.clone(), metrics::track))
+        .method_not_allowed_fallback(method_not_allowed);
+    // One `layer` call with the whole stack, outermost first: `Router::layer` wraps every route
+    // in a boxed service, which each request clones, so each extra call would add a clone per
+    // layer to every request.
+    let cors = cors(&app.config.access.cors_origins);
+    let refused_origins_learn_nothing = cors
+        .is_some()
+        .then(|| middleware::map_response(cors_only_for_allowed_origins));
+    let layers = ServiceBuilder::new()
+        // Outermost, so the span below has the id: a client's own X-Request-Id is kept, else a
+        // UUID is made; either way the answer carries it.
+        .layer(SetRequestIdLayer::x_request_id(trace::RequestIds::new()))
+        .layer(PropagateRequestIdLayer::x_request_id())
         // One line per request, when it is answered. Refusals (503 disabled, 507 quota) are no
         // server failures, and real failures are logged where they happen (ApiError), so the
         // layer logs none at error level.
@@ -122,11 +120,17 @@ pub fn router(app: AppState) -> Router {
                 .on_response(trace::answered)
                 .on_failure(()),
         )
-        // Outermost, so the span above has the id: a client's own X-Request-Id is kept, else
-        // a UUID is made; either way the answer carries it.
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(trace::RequestIds::new()))
-        .with_state(app)
+        // Outside CORS and the guard, so refusals are counted too.
+        .layer(middleware::from_fn_with_state(app.clone(), metrics::track))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        // CORS outside the guard: a browser's preflight carries no credentials.
+        .option_layer(refused_origins_learn_nothing)
+        .option_layer(cors)
+        .layer(middleware::from_fn_with_state(app.clone(), guard::check));
+    routes.layer(layers).with_state(app)
 }
 
 /// tower-http's CORS layer adds `Access-Control-Allow-Methods` (preflight) and

@@ -176,17 +176,31 @@ async fn receive(
 ) -> Result<Received, ApiError> {
     const PIECE: usize = 64 * 1024;
     let expected = expected.map_or(PIECE, |n| usize::try_from(n).unwrap_or(usize::MAX));
-    let mut memory = Vec::with_capacity(expected.min(SPOOL_OVER));
-    let (mut spool, mut total) = (None::<Spool>, 0);
-    // One byte more than expected, to see the end in the same read.
-    let mut buf = vec![0u8; expected.saturating_add(1).min(PIECE)];
+    // One byte more than expected, to see the end without growing.
+    let mut memory = Vec::with_capacity(expected.saturating_add(1).min(SPOOL_OVER + 1));
+    let (mut spool, mut buf, mut total) = (None::<Spool>, Vec::new(), 0);
     loop {
-        let read = body.read(&mut buf).await.map_err(|err| {
-            match err.get_ref().is_some_and(|inner| inner.is::<Transport>()) {
-                true => ApiError::IncompleteBody,
-                false => ApiError::InvalidGzip(err.to_string()),
+        // Straight into `memory` while the body fits there (one copy fewer than through
+        // `buf`, which counts for large snapshots); through `buf` once it is spooled.
+        let read = match spool {
+            None => {
+                if memory.len() == memory.capacity() {
+                    memory.reserve(PIECE);
+                }
+                body.read_buf(&mut memory).await
             }
-        })?;
+            Some(_) => {
+                buf.resize(PIECE, 0);
+                body.read(&mut buf).await
+            }
+        };
+        let read =
+            read.map_err(
+                |err| match err.get_ref().is_some_and(|inner| inner.is::<Transport>()) {
+                    true => ApiError::IncompleteBody,
+                    false => ApiError::InvalidGzip(err.to_string()),
+                },
+            )?;
         if read == 0 {
             break;
         }
@@ -196,10 +210,7 @@ async fn receive(
         }
         if let Some(spool) = &mut spool {
             spool.write(&buf[..read]).await.map_err(io_error)?;
-            continue;
-        }
-        memory.extend_from_slice(&buf[..read]);
-        if let Some(store) = spool_to
+        } else if let Some(store) = spool_to
             && memory.len() > SPOOL_OVER
         {
             let mut started = store.spool().await?;

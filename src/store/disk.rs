@@ -4,8 +4,8 @@
 //! Layout: `<root>/<session>/<snapshot id>.json`. While a write is under way its bytes sit in
 //! `<root>/<session>/.<snapshot id>.json.tmp`. The directory is the whole truth: files added,
 //! edited or deleted by hand are seen on the next request (the one thing kept in memory, each
-//! session's newest snapshot, is checked against [`Disk::stamps`] on every read). Only names
-//! that parse as snapkeep's own are ever listed, renamed or removed.
+//! session's newest snapshot, is dropped when inotify reports a change: see `latest.rs`).
+//! Only names that parse as snapkeep's own are ever listed, renamed or removed.
 
 use std::fs::{self, File};
 use std::io;

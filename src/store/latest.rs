@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 
@@ -55,8 +55,9 @@ struct State {
     entries: HashMap<SessionId, Kept>,
     /// Content bytes of all entries.
     bytes: usize,
-    /// Every watch not yet ended. The kernel has one watch per file or directory, so the
-    /// reads of one session share them: they are counted.
+    /// Every watch something holds. The kernel has one watch per file or directory, so the
+    /// reads of one session share them: they are counted, and a record stays until its last
+    /// holder lets go, ended or not.
     watched: HashMap<Watch, Watched>,
     /// The changes just taken from the queue (kept to reuse its allocation).
     ended: Vec<Watch>,
@@ -67,6 +68,8 @@ struct Watched {
     session: SessionId,
     /// Tickets and entries holding it.
     holders: usize,
+    /// It saw a change (or may have: the queue overflowed); the kernel has let go of it.
+    ended: bool,
 }
 
 #[derive(Debug)]
@@ -112,8 +115,7 @@ impl LatestCache {
     /// Starts watching a session's directory, before it is listed; `None`: it cannot be
     /// watched, and what is read will not be kept.
     pub fn watch(self: &Arc<Self>, session: &SessionId, dir: &Path) -> Option<Ticket> {
-        let dir = self.watches.add(dir)?;
-        self.hold(session, dir);
+        let dir = self.add(session, dir)?;
         Some(Ticket {
             cache: self.clone(),
             session: session.clone(),
@@ -122,24 +124,38 @@ impl LatestCache {
         })
     }
 
-    fn hold(&self, session: &SessionId, watch: Watch) {
+    /// Places (or shares) the watch of `path` and holds it. Under the lock, so that nothing
+    /// can let go of the kernel's watch between its placing and its holding.
+    fn add(&self, session: &SessionId, path: &Path) -> Option<Watch> {
         let mut state = self.lock();
+        let watch = self.watches.add(path)?;
         let watched = state.watched.entry(watch).or_insert_with(|| Watched {
             session: session.clone(),
             holders: 0,
+            ended: false,
         });
         watched.holders += 1;
+        Some(watch)
     }
 
     /// Drops the entries whose directory or file has changed since they were read.
     fn take_changes(&self, state: &mut State) {
         let mut ended = std::mem::take(&mut state.ended);
-        match self.watches.ended(&mut ended) {
+        let what = self.watches.ended(&mut ended);
+        self.forget_changed(state, what, &mut ended);
+        state.ended = ended;
+    }
+
+    fn forget_changed(&self, state: &mut State, what: Ended, ended: &mut Vec<Watch>) {
+        match what {
             Ended::These => {
                 for watch in ended.drain(..) {
-                    if let Some(watched) = state.watched.remove(&watch)
-                        && let Some(old) = state.entries.remove(&watched.session)
-                    {
+                    let Some(watched) = state.watched.get_mut(&watch) else {
+                        continue; // let go of already
+                    };
+                    watched.ended = true;
+                    let session = watched.session.clone();
+                    if let Some(old) = state.entries.remove(&session) {
                         self.drop_kept(state, old);
                     }
                 }
@@ -149,11 +165,16 @@ impl LatestCache {
                 for (_, old) in std::mem::take(&mut state.entries) {
                     self.drop_kept(state, old);
                 }
-                // Which watches ended is unknown: no ticket handed out so far can be trusted.
-                state.watched.clear();
+                // Which watches ended is unknown: the ones tickets still hold are ended now,
+                // so that none of those tickets keeps anything.
+                for (watch, watched) in &mut state.watched {
+                    if !watched.ended {
+                        self.watches.remove(*watch);
+                        watched.ended = true;
+                    }
+                }
             }
         }
-        state.ended = ended;
     }
 
     fn drop_kept(&self, state: &mut State, old: Kept) {
@@ -161,22 +182,27 @@ impl LatestCache {
         self.let_go(state, old.pair);
     }
 
-    /// Lets go of a pair of watches; one that nothing else holds is ended.
+    /// Lets go of a pair of watches; one that nothing else holds is forgotten, and ended if
+    /// it is not yet.
     fn let_go(&self, state: &mut State, pair: Pair) {
         for watch in [Some(pair.dir), pair.file].into_iter().flatten() {
             let Some(watched) = state.watched.get_mut(&watch) else {
-                continue; // ended already
+                continue; // not reached: a record stays while it is held
             };
             watched.holders -= 1;
             if watched.holders == 0 {
+                if !watched.ended {
+                    self.watches.remove(watch);
+                }
                 state.watched.remove(&watch);
-                self.watches.remove(watch);
             }
         }
     }
 
+    /// Nothing under this lock panics; were it poisoned all the same, reads would go on rather
+    /// than each of them failing.
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().expect("latest cache lock poisoned")
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -184,10 +210,7 @@ impl Ticket {
     /// Also watches the latest's file, before it is read: a write through another name (a
     /// hard link) changes no directory, only the file. Without this watch nothing is kept.
     pub fn watch_file(&mut self, file: &Path) {
-        if let Some(watch) = self.cache.watches.add(file) {
-            self.cache.hold(&self.session, watch);
-            self.pair.file = Some(watch);
-        }
+        self.pair.file = self.cache.add(&self.session, file);
     }
 
     /// Keeps `entry` as the session's latest, if both watches are unbroken, it is small
@@ -197,7 +220,10 @@ impl Ticket {
         let size = entry.content.len();
         let mut state = cache.lock();
         cache.take_changes(&mut state);
-        let unbroken = |watch| state.watched.get(&watch).map(|w| &w.session) == Some(session);
+        let unbroken = |watch| {
+            let watched = state.watched.get(&watch);
+            watched.is_some_and(|w| !w.ended && &w.session == session)
+        };
         let whole = self.pair.file.is_some_and(unbroken) && unbroken(self.pair.dir);
         if !whole || size as u64 > KEEP_UP_TO {
             drop(state);
@@ -274,9 +300,22 @@ mod tests {
 
     /// Watches, "reads", and keeps: what the store does on a read from disk.
     fn read(cache: &Arc<LatestCache>, s: &Session, size: usize) {
+        ticket(cache, s).keep(entry_of(size));
+    }
+
+    fn ticket(cache: &Arc<LatestCache>, s: &Session) -> Ticket {
         let mut ticket = cache.watch(&s.id, &s.dir).unwrap();
         ticket.watch_file(&s.file);
-        ticket.keep(entry_of(size));
+        ticket
+    }
+
+    /// The watches held: as recorded, and as the kernel has them.
+    fn watches(cache: &LatestCache) -> (usize, usize) {
+        (cache.lock().watched.len(), cache.watches.in_kernel())
+    }
+
+    fn len(cache: &LatestCache, s: &Session) -> Option<usize> {
+        cache.get(&s.id).map(|e| e.content.len())
     }
 
     #[test]
@@ -284,9 +323,18 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let cache = Arc::new(LatestCache::default());
         type Change = (&'static str, fn(&Session));
-        let changes: [Change; 4] = [
+        let changes: [Change; 6] = [
             ("a file added", |s| {
                 fs::write(s.dir.join("new.json"), "1").unwrap();
+            }),
+            ("a file renamed over it", |s| {
+                let outside = s.dir.parent().unwrap().join(format!("{}.new", s.id));
+                fs::write(&outside, "[2]").unwrap();
+                fs::rename(&outside, &s.file).unwrap();
+            }),
+            ("the file touched", |s| {
+                let file = fs::File::options().write(true).open(&s.file).unwrap();
+                file.set_modified(std::time::UNIX_EPOCH).unwrap();
             }),
             ("the file removed", |s| fs::remove_file(&s.file).unwrap()),
             ("the file written in place", |s| {
@@ -303,7 +351,7 @@ mod tests {
             change(&s);
             assert!(cache.get(&s.id).is_none(), "dropped: {what}");
         }
-        assert!(cache.lock().watched.is_empty(), "no watch left behind");
+        assert_eq!(watches(&cache), (0, 0), "no watch left behind");
         assert_eq!(cache.hits(), changes.len() as u64);
     }
 
@@ -328,10 +376,54 @@ mod tests {
         read(&cache, &s, 10);
         read(&cache, &s, 20); // the same two watches, from the kernel
         read(&cache, &s, KEEP_UP_TO as usize + 1); // not kept: lets go of its share only
-        assert_eq!(cache.get(&s.id).map(|e| e.content.len()), Some(20));
-        assert_eq!(cache.lock().watched.len(), 2);
+        assert_eq!(len(&cache, &s), Some(20));
+        assert_eq!(watches(&cache), (2, 2));
         fs::write(s.dir.join("new.json"), "1").unwrap();
         assert!(cache.get(&s.id).is_none(), "still watched");
+        assert_eq!(watches(&cache), (0, 0));
+    }
+
+    #[test]
+    fn a_directory_removed_and_made_again_is_watched_anew() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = Arc::new(LatestCache::default());
+        let s = session(root.path(), "s");
+        read(&cache, &s, 10);
+        fs::remove_dir_all(&s.dir).unwrap();
+        let s = session(root.path(), "s");
+        assert!(cache.get(&s.id).is_none());
+        read(&cache, &s, 20);
+        assert_eq!(len(&cache, &s), Some(20));
+        fs::write(&s.file, "[3]").unwrap();
+        assert!(cache.get(&s.id).is_none());
+        assert_eq!(watches(&cache), (0, 0));
+    }
+
+    #[test]
+    fn after_a_lost_change_no_ticket_from_before_keeps_and_later_ones_are_watched() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = Arc::new(LatestCache::default());
+        let s = session(root.path(), "s");
+        read(&cache, &s, 10);
+        let before = ticket(&cache, &s);
+        // What a full kernel queue (IN_Q_OVERFLOW) leads to.
+        let mut state = cache.lock();
+        cache.forget_changed(&mut state, Ended::Any, &mut Vec::new());
+        drop(state);
+        assert!(cache.get(&s.id).is_none(), "everything dropped");
+        assert_eq!(watches(&cache), (2, 0), "the outstanding ticket's, ended");
+
+        read(&cache, &s, 20);
+        assert_eq!(len(&cache, &s), Some(20), "a ticket from after is kept");
+        before.keep(entry_of(30));
+        assert_eq!(len(&cache, &s), Some(20), "one from before is not");
+        assert_eq!(watches(&cache), (2, 2));
+        fs::write(s.dir.join("new.json"), "1").unwrap();
+        assert!(
+            cache.get(&s.id).is_none(),
+            "and what was kept is still watched"
+        );
+        assert_eq!(watches(&cache), (0, 0));
     }
 
     #[test]
@@ -351,7 +443,7 @@ mod tests {
         fs::write(&s.file, "[1]").unwrap();
         ticket.keep(entry_of(10));
         assert!(cache.get(&s.id).is_none());
-        assert!(cache.lock().watched.is_empty());
+        assert_eq!(watches(&cache), (0, 0));
     }
 
     #[test]
@@ -363,7 +455,7 @@ mod tests {
         ticket.watch_file(&s.dir.join("gone.json"));
         ticket.keep(entry_of(10));
         assert!(cache.get(&s.id).is_none());
-        assert!(cache.lock().watched.is_empty());
+        assert_eq!(watches(&cache), (0, 0));
     }
 
     #[test]
@@ -380,8 +472,8 @@ mod tests {
         assert_eq!(kept, BUDGET / KEEP_UP_TO as usize);
         assert_eq!(cache.lock().bytes, kept * KEEP_UP_TO as usize);
         assert_eq!(
-            cache.lock().watched.len(),
-            2 * kept,
+            watches(&cache),
+            (2 * kept, 2 * kept),
             "evicted ones unwatched"
         );
 

@@ -444,12 +444,16 @@ impl Store {
                 }
                 Which::Latest => {
                     // Each watched before it is read: any change from here on ends the ticket.
-                    let mut ticket = kept.watch(&session, &disk.session_dir(&session));
+                    let ticket = kept.watch(&session, &disk.session_dir(&session));
                     let id = disk.newest_id(&session)?.ok_or(StoreError::NotFound)?;
-                    if let Some(ticket) = &mut ticket {
-                        ticket.watch_file(&disk.snapshot_path(&session, &id));
-                    }
                     let (file, bytes) = disk.open(&session, &id).map_err(not_found)?;
+                    // A large one is not kept: its ticket is let go at once. A small one's
+                    // content is read after its file's watch, and kept only if it matches
+                    // its digest, so what happened to the file since `open` does not matter.
+                    let ticket = ticket.filter(|_| bytes <= latest::KEEP_UP_TO).map(|mut t| {
+                        t.watch_file(&disk.snapshot_path(&session, &id));
+                        t
+                    });
                     (file, SnapshotInfo { id, bytes }, ticket)
                 }
             };

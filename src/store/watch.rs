@@ -57,6 +57,20 @@ impl Watches {
             _ => Ended::These,
         }
     }
+
+    /// How many watches the kernel holds for this instance (from `/proc`), for tests.
+    #[cfg(all(test, target_os = "linux"))]
+    pub fn in_kernel(&self) -> usize {
+        use std::os::fd::{AsFd, AsRawFd};
+        let Some(Some(inotify)) = self.inotify.get() else {
+            return 0;
+        };
+        let fd = inotify.0.as_fd().as_raw_fd();
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
+        info.lines()
+            .filter(|l| l.starts_with("inotify wd:"))
+            .count()
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -71,7 +85,7 @@ mod imp {
     pub type Descriptor = nix::sys::inotify::WatchDescriptor;
 
     #[derive(Debug)]
-    pub struct Inotify(nix::sys::inotify::Inotify);
+    pub struct Inotify(pub(super) nix::sys::inotify::Inotify);
 
     impl Inotify {
         pub fn open() -> Option<Self> {

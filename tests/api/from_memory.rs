@@ -174,8 +174,13 @@ async fn a_write_through_another_name_of_the_file_is_seen() {
     // A hard link elsewhere: writing through it changes nothing in the session's directory.
     let other = app.data_dir.join("linked.json");
     std::fs::hard_link(file(&app, "s", &id), &other).unwrap();
-    assert_eq!(latest(&app, "s").await.1, "[1]"); // the new link count: read from disk
     let before = from_memory(&app).await;
+    assert_eq!(latest(&app, "s").await.1, "[1]");
+    assert_eq!(
+        from_memory(&app).await,
+        before,
+        "the new link count: read from disk"
+    );
     assert_eq!(latest(&app, "s").await.1, "[1]");
     assert_eq!(from_memory(&app).await, before + 1, "kept again");
     std::fs::write(&other, "[5]").unwrap();

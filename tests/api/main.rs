@@ -14,6 +14,8 @@ mod cors;
 mod delete;
 mod disabled;
 mod disk_full;
+// Reads are kept in memory only where inotify tells of changes.
+#[cfg(target_os = "linux")]
 mod from_memory;
 mod gzip;
 mod housekeeping;

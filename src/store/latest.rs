@@ -6,7 +6,9 @@
 //! a latest is read from disk, the session directory and then the file are watched
 //! ([`Watches`]); the first change to either ends the watch and drops the entry. An entry is
 //! kept only if its watches are still unbroken once it has been read ([`Ticket`]), so a change
-//! made during the read is not missed either. Every lookup first takes in the changes the
+//! made during the read is not missed either. The data directory itself is watched for being
+//! moved or removed (an operator swapping in a copy), which drops every entry. Every lookup
+//! first takes in the changes the
 //! kernel has queued, and the kernel queues a change before the system call that made it
 //! returns: whatever was done to the disk before a read began is seen by that read.
 //!
@@ -61,6 +63,8 @@ struct State {
     watched: HashMap<Watch, Watched>,
     /// The changes just taken from the queue (kept to reuse its allocation).
     ended: Vec<Watch>,
+    /// The data directory's own watch (moved or removed), while it has not ended.
+    root: Option<Watch>,
 }
 
 #[derive(Debug)]
@@ -91,6 +95,8 @@ struct Pair {
 pub struct Ticket {
     cache: Arc<LatestCache>,
     session: SessionId,
+    /// The data directory's watch when the ticket was made: it must still be on.
+    root: Watch,
     pair: Pair,
     /// Still this ticket's to let go of, not handed to a kept entry.
     held: bool,
@@ -115,13 +121,25 @@ impl LatestCache {
     /// Starts watching a session's directory, before it is listed; `None`: it cannot be
     /// watched, and what is read will not be kept.
     pub fn watch(self: &Arc<Self>, session: &SessionId, dir: &Path) -> Option<Ticket> {
+        let root = self.watch_root(dir.parent()?)?;
         let dir = self.add(session, dir)?;
         Some(Ticket {
             cache: self.clone(),
             session: session.clone(),
+            root,
             pair: Pair { dir, file: None },
             held: true,
         })
+    }
+
+    /// The data directory's watch, placed if it is not on.
+    fn watch_root(&self, root: &Path) -> Option<Watch> {
+        let mut state = self.lock();
+        self.take_changes(&mut state);
+        if state.root.is_none() {
+            state.root = self.watches.add_place(root);
+        }
+        state.root
     }
 
     /// Places (or shares) the watch of `path` and holds it. Under the lock, so that nothing
@@ -150,6 +168,13 @@ impl LatestCache {
         match what {
             Ended::These => {
                 for watch in ended.drain(..) {
+                    if state.root == Some(watch) {
+                        // The data directory was moved or removed: whatever is read now
+                        // comes from wherever its path leads.
+                        state.root = None;
+                        self.end_all(state);
+                        continue;
+                    }
                     let Some(watched) = state.watched.get_mut(&watch) else {
                         continue; // let go of already
                     };
@@ -162,17 +187,23 @@ impl LatestCache {
             }
             Ended::Any => {
                 ended.clear();
-                for (_, old) in std::mem::take(&mut state.entries) {
-                    self.drop_kept(state, old);
+                if let Some(root) = state.root.take() {
+                    self.watches.remove(root);
                 }
-                // Which watches ended is unknown: the ones tickets still hold are ended now,
-                // so that none of those tickets keeps anything.
-                for (watch, watched) in &mut state.watched {
-                    if !watched.ended {
-                        self.watches.remove(*watch);
-                        watched.ended = true;
-                    }
-                }
+                self.end_all(state);
+            }
+        }
+    }
+
+    /// Drops every entry and ends every watch, so that no ticket held now keeps anything.
+    fn end_all(&self, state: &mut State) {
+        for (_, old) in std::mem::take(&mut state.entries) {
+            self.drop_kept(state, old);
+        }
+        for (watch, watched) in &mut state.watched {
+            if !watched.ended {
+                self.watches.remove(*watch);
+                watched.ended = true;
             }
         }
     }
@@ -224,7 +255,9 @@ impl Ticket {
             let watched = state.watched.get(&watch);
             watched.is_some_and(|w| !w.ended && &w.session == session)
         };
-        let whole = self.pair.file.is_some_and(unbroken) && unbroken(self.pair.dir);
+        let whole = self.pair.file.is_some_and(unbroken)
+            && unbroken(self.pair.dir)
+            && state.root == Some(self.root);
         if !whole || size as u64 > KEEP_UP_TO {
             drop(state);
             return; // and dropping the ticket lets go of its watches
@@ -309,9 +342,13 @@ mod tests {
         ticket
     }
 
-    /// The watches held: as recorded, and as the kernel has them.
+    /// The watches held, the data directory's aside: as recorded, and as the kernel has them.
     fn watches(cache: &LatestCache) -> (usize, usize) {
-        (cache.lock().watched.len(), cache.watches.in_kernel())
+        let root = usize::from(cache.lock().root.is_some());
+        (
+            cache.lock().watched.len(),
+            cache.watches.in_kernel().saturating_sub(root),
+        )
     }
 
     fn len(cache: &LatestCache, s: &Session) -> Option<usize> {
@@ -397,6 +434,32 @@ mod tests {
         fs::write(&s.file, "[3]").unwrap();
         assert!(cache.get(&s.id).is_none());
         assert_eq!(watches(&cache), (0, 0));
+    }
+
+    #[test]
+    fn moving_the_data_directory_away_drops_everything() {
+        let parent = tempfile::tempdir().unwrap();
+        let root = parent.path().join("data");
+        fs::create_dir(&root).unwrap();
+        let cache = Arc::new(LatestCache::default());
+        let (a, b) = (session(&root, "a"), session(&root, "b"));
+        read(&cache, &a, 10);
+        let before = ticket(&cache, &b);
+        fs::rename(&root, parent.path().join("data.old")).unwrap();
+        // A copy put in its place, with the same names.
+        fs::create_dir(&root).unwrap();
+        let (a, b) = (session(&root, "a"), session(&root, "b"));
+        assert!(
+            cache.get(&a.id).is_none(),
+            "an entry from the old directory"
+        );
+        before.keep(entry_of(10));
+        assert!(cache.get(&b.id).is_none(), "a ticket from before the move");
+        read(&cache, &b, 20);
+        assert_eq!(len(&cache, &b), Some(20), "the new directory's are kept");
+        fs::rename(&root, parent.path().join("data.older")).unwrap();
+        assert!(cache.get(&b.id).is_none(), "and watched too");
+        assert_eq!(watches(&cache).0, 0);
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! the event before the change's own system call returns, so a change that was done before
 //! [`Watches::ended`] is called is in its answer.
 //!
+//! A [`Watches::add_place`] watch sees only its directory itself moved or removed (the data
+//! directory, whose entries change with every new session).
+//!
 //! Elsewhere than Linux, or when the kernel refuses (too many watches), there is no watch, and
 //! the caller keeps nothing that would need one.
 
@@ -37,10 +40,16 @@ impl Watches {
     /// Starts watching `path`, a directory or a file; `None` when it cannot be watched
     /// (gone, or no watches to be had).
     pub fn add(&self, path: &Path) -> Option<Watch> {
-        self.inotify
-            .get_or_init(imp::Inotify::open)
-            .as_ref()?
-            .add(path)
+        self.inotify().as_ref()?.add(path, false)
+    }
+
+    /// Starts watching a directory for being moved or removed, and nothing else.
+    pub fn add_place(&self, dir: &Path) -> Option<Watch> {
+        self.inotify().as_ref()?.add(dir, true)
+    }
+
+    fn inotify(&self) -> &Option<imp::Inotify> {
+        self.inotify.get_or_init(imp::Inotify::open)
     }
 
     /// Stops a watch that has not ended yet.
@@ -99,7 +108,8 @@ mod imp {
             }
         }
 
-        pub fn add(&self, path: &Path) -> Option<Watch> {
+        pub fn add(&self, path: &Path, place_only: bool) -> Option<Watch> {
+            let place = Flags::IN_DELETE_SELF | Flags::IN_MOVE_SELF;
             // Every change of content, name or attributes; reads (access, open) are none.
             let changes = Flags::IN_CREATE
                 | Flags::IN_DELETE
@@ -107,11 +117,10 @@ mod imp {
                 | Flags::IN_MOVED_TO
                 | Flags::IN_MODIFY
                 | Flags::IN_ATTRIB
-                | Flags::IN_CLOSE_WRITE
-                | Flags::IN_DELETE_SELF
-                | Flags::IN_MOVE_SELF;
+                | Flags::IN_CLOSE_WRITE;
+            let mask = if place_only { place } else { place | changes };
             self.0
-                .add_watch(path, changes | Flags::IN_ONESHOT)
+                .add_watch(path, mask | Flags::IN_ONESHOT)
                 .ok()
                 .map(Watch)
         }
@@ -170,7 +179,7 @@ mod imp {
             None
         }
 
-        pub fn add(&self, _: &Path) -> Option<Watch> {
+        pub fn add(&self, _: &Path, _: bool) -> Option<Watch> {
             None
         }
 

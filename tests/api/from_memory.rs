@@ -236,3 +236,20 @@ async fn a_large_snapshot_is_never_kept_in_memory() {
     }
     assert_eq!(from_memory(&app).await, before);
 }
+
+#[tokio::test]
+async fn a_copy_of_the_data_directory_swapped_in_is_read_at_once() {
+    let app = TestApp::spawn().await;
+    kept(&app, "s", "[1]").await;
+    // What an operator restoring a backup does: the whole directory moved aside, a copy in
+    // its place, where the same session holds something else.
+    let aside = app.data_dir.with_extension("aside");
+    std::fs::rename(&app.data_dir, &aside).unwrap();
+    std::fs::create_dir(&app.data_dir).unwrap();
+    let restored = seed(&app.data_dir, "s", OffsetDateTime::now_utc(), "[7]");
+    assert_eq!(
+        latest(&app, "s").await,
+        (200, "[7]".into(), restored, "ok".into())
+    );
+    std::fs::remove_dir_all(&aside).unwrap();
+}

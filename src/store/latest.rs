@@ -61,8 +61,6 @@ struct State {
     /// reads of one session share them: they are counted, and a record stays until its last
     /// holder lets go, ended or not.
     watched: HashMap<Watch, Watched>,
-    /// The changes just taken from the queue (kept to reuse its allocation).
-    ended: Vec<Watch>,
     /// The data directory's own watch (moved or removed), while it has not ended.
     root: Option<Watch>,
 }
@@ -158,16 +156,14 @@ impl LatestCache {
 
     /// Drops the entries whose directory or file has changed since they were read.
     fn take_changes(&self, state: &mut State) {
-        let mut ended = std::mem::take(&mut state.ended);
-        let what = self.watches.ended(&mut ended);
-        self.forget_changed(state, what, &mut ended);
-        state.ended = ended;
+        let ended = self.watches.ended();
+        self.forget_changed(state, ended);
     }
 
-    fn forget_changed(&self, state: &mut State, what: Ended, ended: &mut Vec<Watch>) {
-        match what {
-            Ended::These => {
-                for watch in ended.drain(..) {
+    fn forget_changed(&self, state: &mut State, ended: Ended) {
+        match ended {
+            Ended::These(watches) => {
+                for watch in watches {
                     if state.root == Some(watch) {
                         // The data directory was moved or removed: whatever is read now
                         // comes from wherever its path leads.
@@ -186,7 +182,6 @@ impl LatestCache {
                 }
             }
             Ended::Any => {
-                ended.clear();
                 if let Some(root) = state.root.take() {
                     self.watches.remove(root);
                 }
@@ -331,12 +326,19 @@ mod tests {
         }
     }
 
-    /// Watches, "reads", and keeps: what the store does on a read from disk.
-    fn read(cache: &Arc<LatestCache>, s: &Session, size: usize) {
-        ticket(cache, s).keep(entry_of(size));
+    /// A data directory with one session "s", and a cache.
+    fn one_session() -> (tempfile::TempDir, Arc<LatestCache>, Session) {
+        let root = tempfile::tempdir().unwrap();
+        let s = session(root.path(), "s");
+        (root, Arc::new(LatestCache::default()), s)
     }
 
-    fn ticket(cache: &Arc<LatestCache>, s: &Session) -> Ticket {
+    /// Watches, "reads", and keeps: what the store does on a read from disk.
+    fn read(cache: &Arc<LatestCache>, s: &Session, size: usize) {
+        ticket_for(cache, s).keep(entry_of(size));
+    }
+
+    fn ticket_for(cache: &Arc<LatestCache>, s: &Session) -> Ticket {
         let mut ticket = cache.watch(&s.id, &s.dir).unwrap();
         ticket.watch_file(&s.file);
         ticket
@@ -394,9 +396,7 @@ mod tests {
 
     #[test]
     fn a_write_through_another_name_of_the_file_drops_the_entry() {
-        let root = tempfile::tempdir().unwrap();
-        let cache = Arc::new(LatestCache::default());
-        let s = session(root.path(), "s");
+        let (root, cache, s) = one_session();
         let other = root.path().join("elsewhere.json");
         fs::hard_link(&s.file, &other).unwrap();
         read(&cache, &s, 10);
@@ -407,9 +407,7 @@ mod tests {
 
     #[test]
     fn reads_of_a_kept_session_share_its_watches() {
-        let root = tempfile::tempdir().unwrap();
-        let cache = Arc::new(LatestCache::default());
-        let s = session(root.path(), "s");
+        let (_root, cache, s) = one_session();
         read(&cache, &s, 10);
         read(&cache, &s, 20); // the same two watches, from the kernel
         read(&cache, &s, KEEP_UP_TO as usize + 1); // not kept: lets go of its share only
@@ -422,9 +420,7 @@ mod tests {
 
     #[test]
     fn a_directory_removed_and_made_again_is_watched_anew() {
-        let root = tempfile::tempdir().unwrap();
-        let cache = Arc::new(LatestCache::default());
-        let s = session(root.path(), "s");
+        let (root, cache, s) = one_session();
         read(&cache, &s, 10);
         fs::remove_dir_all(&s.dir).unwrap();
         let s = session(root.path(), "s");
@@ -444,7 +440,7 @@ mod tests {
         let cache = Arc::new(LatestCache::default());
         let (a, b) = (session(&root, "a"), session(&root, "b"));
         read(&cache, &a, 10);
-        let before = ticket(&cache, &b);
+        let before = ticket_for(&cache, &b);
         fs::rename(&root, parent.path().join("data.old")).unwrap();
         // A copy put in its place, with the same names.
         fs::create_dir(&root).unwrap();
@@ -464,14 +460,12 @@ mod tests {
 
     #[test]
     fn after_a_lost_change_no_ticket_from_before_keeps_and_later_ones_are_watched() {
-        let root = tempfile::tempdir().unwrap();
-        let cache = Arc::new(LatestCache::default());
-        let s = session(root.path(), "s");
+        let (_root, cache, s) = one_session();
         read(&cache, &s, 10);
-        let before = ticket(&cache, &s);
+        let before = ticket_for(&cache, &s);
         // What a full kernel queue (IN_Q_OVERFLOW) leads to.
         let mut state = cache.lock();
-        cache.forget_changed(&mut state, Ended::Any, &mut Vec::new());
+        cache.forget_changed(&mut state, Ended::Any);
         drop(state);
         assert!(cache.get(&s.id).is_none(), "everything dropped");
         assert_eq!(watches(&cache), (2, 0), "the outstanding ticket's, ended");
@@ -491,18 +485,15 @@ mod tests {
 
     #[test]
     fn a_change_during_the_read_keeps_nothing() {
-        let root = tempfile::tempdir().unwrap();
-        let cache = Arc::new(LatestCache::default());
-        let s = session(root.path(), "s");
-        let mut ticket = cache.watch(&s.id, &s.dir).unwrap();
-        ticket.watch_file(&s.file);
+        let (_root, cache, s) = one_session();
+        let ticket = ticket_for(&cache, &s);
         fs::write(s.dir.join("newer.json"), "1").unwrap();
         ticket.keep(entry_of(10));
         assert!(cache.get(&s.id).is_none());
 
-        // The file's watch alone breaks it too.
-        let mut ticket = cache.watch(&s.id, &s.dir).unwrap();
-        ticket.watch_file(&s.file);
+        // The file written during the read, too (a write through another name, which only
+        // the file's watch sees, is the hard-link test's).
+        let ticket = ticket_for(&cache, &s);
         fs::write(&s.file, "[1]").unwrap();
         ticket.keep(entry_of(10));
         assert!(cache.get(&s.id).is_none());
@@ -511,9 +502,7 @@ mod tests {
 
     #[test]
     fn a_file_that_cannot_be_watched_keeps_nothing() {
-        let root = tempfile::tempdir().unwrap();
-        let cache = Arc::new(LatestCache::default());
-        let s = session(root.path(), "s");
+        let (_root, cache, s) = one_session();
         let mut ticket = cache.watch(&s.id, &s.dir).unwrap();
         ticket.watch_file(&s.dir.join("gone.json"));
         ticket.keep(entry_of(10));

@@ -176,7 +176,7 @@ pub struct Store {
     /// Bytes and sessions on disk: for the quotas, and for whoever reports on the store.
     usage: Arc<Usage>,
     locks: SessionLocks,
-    /// Each session's newest small snapshot, checked against the disk on every read.
+    /// Each session's newest small snapshot, kept while inotify reports no change to it.
     latest: Arc<LatestCache>,
     patching: tokio::sync::Semaphore,
     /// Every write and delete holds a permit while it runs; [`Store::close`] takes them all.
@@ -206,8 +206,8 @@ impl Store {
         self.usage.get()
     }
 
-    /// Reads of a session's latest snapshot answered from memory (the file unchanged since it
-    /// was last read) rather than from disk.
+    /// Reads of a session's latest snapshot answered from memory (nothing in its directory or
+    /// file changed since it was read) rather than from disk.
     pub fn latest_reads_from_memory(&self) -> u64 {
         self.latest.hits()
     }

@@ -24,8 +24,8 @@ pub struct Watch(imp::Descriptor);
 /// What [`Watches::ended`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Ended {
-    /// Exactly these watches saw a change (none, usually).
-    These,
+    /// Exactly these watches saw a change (none, usually: an empty list allocates nothing).
+    These(Vec<Watch>),
     /// The kernel's queue overflowed: any watch may have ended.
     Any,
 }
@@ -59,11 +59,11 @@ impl Watches {
         }
     }
 
-    /// Appends to `ended` the watches that saw a change since the last call.
-    pub fn ended(&self, ended: &mut Vec<Watch>) -> Ended {
+    /// The watches that saw a change since the last call.
+    pub fn ended(&self) -> Ended {
         match self.inotify.get() {
-            Some(Some(inotify)) => inotify.ended(ended),
-            _ => Ended::These,
+            Some(Some(inotify)) => inotify.ended(),
+            _ => Ended::These(Vec::new()),
         }
     }
 
@@ -130,8 +130,8 @@ mod imp {
             let _ = self.0.rm_watch(watch.0);
         }
 
-        pub fn ended(&self, ended: &mut Vec<Watch>) -> Ended {
-            let mut overflowed = false;
+        pub fn ended(&self) -> Ended {
+            let (mut ended, mut overflowed) = (Vec::new(), false);
             loop {
                 match self.0.read_events() {
                     Ok(events) => {
@@ -155,7 +155,7 @@ mod imp {
             }
             match overflowed {
                 true => Ended::Any,
-                false => Ended::These,
+                false => Ended::These(ended),
             }
         }
     }
@@ -185,8 +185,8 @@ mod imp {
 
         pub fn remove(&self, _: Watch) {}
 
-        pub fn ended(&self, _: &mut Vec<Watch>) -> Ended {
-            Ended::These
+        pub fn ended(&self) -> Ended {
+            Ended::These(Vec::new())
         }
     }
 }

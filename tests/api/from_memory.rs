@@ -96,7 +96,8 @@ async fn a_file_edited_in_place_is_seen_even_with_its_old_modification_time() {
     let id = kept(&app, "s", "[1,2,3]").await;
     let path = file(&app, "s", &id);
     let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
-    // Same length, and the modification time put back: only the change time tells.
+    // Same length, and the modification time put back: nothing in `stat` but the change time
+    // tells, and the read must not depend on times.
     std::fs::write(&path, "[7,8,9]").unwrap();
     let handle = std::fs::File::options().write(true).open(&path).unwrap();
     handle.set_modified(modified).unwrap();

@@ -311,7 +311,7 @@ impl Store {
         precondition: Precondition,
     ) -> Result<Saved, StoreError> {
         self.with_latest(session, precondition, move |_, _, _| {
-            Ok(Content::Bytes(content.to_vec()))
+            Ok(Content::Bytes(content))
         })
         .await
     }
@@ -352,7 +352,7 @@ impl Store {
             crate::merge_patch::apply(&mut document, &patch);
             let bytes = serde_json::to_vec(&document).expect("a Value always serializes");
             match bytes.len() <= max_bytes {
-                true => Ok(Content::Bytes(bytes)),
+                true => Ok(Content::Bytes(bytes.into())),
                 false => Err(StoreError::TooLarge { limit: max_bytes }),
             }
         })

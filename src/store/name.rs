@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use time::macros::format_description;
@@ -100,7 +101,8 @@ impl FromStr for SessionId {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SnapshotId {
     created: OffsetDateTime,
-    digest: String,
+    /// Shared, so that cloning an id (every answer from memory does) allocates nothing.
+    digest: Arc<str>,
 }
 
 impl SnapshotId {
@@ -123,7 +125,7 @@ impl SnapshotId {
         };
         Some(Self {
             created,
-            digest: sha256_hex[..DIGEST_LEN].to_owned(),
+            digest: Arc::from(&sha256_hex[..DIGEST_LEN]),
         })
     }
 
@@ -146,7 +148,7 @@ impl SnapshotId {
             .assume_utc();
         Ok(Self {
             created,
-            digest: digest.to_owned(),
+            digest: Arc::from(digest),
         })
     }
 
@@ -167,7 +169,7 @@ impl SnapshotId {
 
     /// Whether `sha256_hex` (a full digest) starts with this id's digest digits.
     pub fn digest_matches(&self, sha256_hex: &str) -> bool {
-        sha256_hex.starts_with(&self.digest)
+        sha256_hex.starts_with(&*self.digest)
     }
 }
 
@@ -234,7 +236,13 @@ pub fn sha256_hex_of(mut reader: impl std::io::Read) -> std::io::Result<String> 
 }
 
 pub(super) fn hex(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(digest.len() * 2);
+    for byte in digest {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    }
+    text
 }
 
 fn truncate_to_micros(t: OffsetDateTime) -> OffsetDateTime {

@@ -4,6 +4,7 @@
 use std::io;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use time::OffsetDateTime;
 
 use super::disk::Disk;
@@ -20,9 +21,10 @@ pub(super) struct Rules {
     pub usage: Arc<Usage>,
 }
 
-/// A new snapshot's content: in memory, or a finished upload in a temp file.
+/// A new snapshot's content: in memory (the request's own buffer, never copied), or a
+/// finished upload in a temp file.
 pub(crate) enum Content {
-    Bytes(Vec<u8>),
+    Bytes(Bytes),
     Spooled(Spooled),
 }
 

@@ -8,6 +8,7 @@
 mod atomic;
 mod disk;
 mod latest;
+mod lease;
 mod locks;
 mod maintain;
 pub mod name;

@@ -4,9 +4,10 @@
 //! Layout: `<root>/<session>/<snapshot id>.json`. While a write is under way its bytes sit in
 //! `<root>/<session>/.<snapshot id>.json.tmp`. Between writes a session directory may hold one
 //! empty `.snapkeep-spare.tmp`: the inode of the last snapshot retention pruned, which the next
-//! write takes instead of a new one (see [`Disk::prune`]). The directory is the whole truth: files added,
-//! edited or deleted by hand are seen on the next request (the one thing kept in memory, each
-//! session's newest snapshot, is dropped when inotify reports a change: see `latest.rs`).
+//! write takes instead of a new one (see [`Disk::prune`]). The directory is the whole truth:
+//! files added, edited or deleted by hand are seen on the next request (the one thing kept in
+//! memory, each session's newest snapshot, is dropped when inotify reports a change: see
+//! `latest.rs`).
 //! Only names that parse as snapkeep's own are ever listed, renamed or removed.
 
 use std::fs::{self, File};

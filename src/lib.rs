@@ -12,9 +12,7 @@
 //!
 //! Dependencies point one way: `http -> store`, `cli -> store`; `store` knows nothing of HTTP.
 
-// One function may use `unsafe`: the fcntl call behind `store::lease`, which no safe crate
-// offers. Everything else is safe Rust.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod cli;

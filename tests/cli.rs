@@ -364,22 +364,6 @@ fn verify_reports_a_temp_file_left_by_a_crash_and_exits_1() {
 }
 
 #[test]
-fn verify_counts_a_pruned_snapshots_spare_file_as_nothing_to_report() {
-    let seeded = seeded();
-    let spare = seeded.data.path().join("s/.snapkeep-spare.tmp");
-    std::fs::write(&spare, "").unwrap();
-    age(&spare);
-
-    let run = cli(seeded.data.path(), &[], &["verify"]);
-
-    assert_eq!(run.code, Some(0), "{run:?}");
-    assert_eq!(
-        run.lines(),
-        ["4 snapshots intact, 0 corrupt, 0 temp, 0 stray"]
-    );
-}
-
-#[test]
 fn verify_leaves_out_a_fresh_temp_file_as_a_write_in_flight() {
     let seeded = seeded();
     let temp = seeded.data.path().join(format!("s/.{}.json.tmp", seeded.t));

@@ -2,17 +2,13 @@
 //! (the store runs it in `spawn_blocking`).
 //!
 //! Layout: `<root>/<session>/<snapshot id>.json`. While a write is under way its bytes sit in
-//! `<root>/<session>/.<snapshot id>.json.tmp`. Between writes a session directory may hold one
-//! empty `.snapkeep-spare.tmp`: the inode of the last snapshot retention pruned, which the next
-//! write takes instead of a new one (see [`Disk::prune`]). The directory is the whole truth:
-//! files added, edited or deleted by hand are seen on the next request (the one thing kept in
-//! memory, each session's newest snapshot, is dropped when inotify reports a change: see
-//! `latest.rs`).
+//! `<root>/<session>/.<snapshot id>.json.tmp`. The directory is the whole truth: files added,
+//! edited or deleted by hand are seen on the next request (the one thing kept in memory, each
+//! session's newest snapshot, is dropped when inotify reports a change: see `latest.rs`).
 //! Only names that parse as snapkeep's own are ever listed, renamed or removed.
 
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -21,15 +17,12 @@ use walkdir::WalkDir;
 
 use super::SnapshotInfo;
 use super::atomic;
-use super::lease;
 use super::name::{SessionId, SnapshotId};
 use super::usage::Counts;
 
 const SNAPSHOT_SUFFIX: &str = ".json";
 const TEMP_SUFFIX: &str = ".json.tmp";
 const PROBE_PREFIX: &str = ".snapkeep-probe-";
-/// What is left of a pruned snapshot for the session's next write: an empty file.
-const SPARE_NAME: &str = ".snapkeep-spare.tmp";
 /// A large upload on its way in, at the top of the data directory (see [`Disk::create_upload`]).
 const UPLOAD_PREFIX: &str = ".snapkeep-upload-";
 
@@ -171,9 +164,7 @@ impl Disk {
     pub fn write(&self, session: &SessionId, id: &SnapshotId, bytes: &[u8]) -> io::Result<()> {
         self.in_session_dir(session, |dir| {
             let temp_name = format!(".{id}{TEMP_SUFFIX}");
-            let spare = dir.join(SPARE_NAME);
-            let name = snapshot_name(id);
-            atomic::write(dir, &name, &temp_name, bytes, self.fsync, Some(&spare))
+            atomic::write(dir, &snapshot_name(id), &temp_name, bytes, self.fsync)
         })
     }
 
@@ -231,38 +222,6 @@ impl Disk {
         fs::remove_file(self.snapshot_path(session, id))
     }
 
-    /// Removes a snapshot for retention. Its name goes at once. Its inode is kept, emptied, as
-    /// the session's spare file, which the next write takes instead of a new one: on ext4
-    /// without a journal, freeing an inode per write and allocating one made W1 about 3 times
-    /// slower without fsync, and up to 1.7 times with it (README "Performance").
-    ///
-    /// A file is only emptied when no one can miss its content; otherwise it is just unlinked,
-    /// as before. That rules out a file with another name (a hard-linked backup) and a file
-    /// that anyone, in any process, still has open (a `cp`, `rsync`, `snapkeep verify`, or
-    /// this server streaming it; see [`lease`]).
-    pub fn prune(&self, session: &SessionId, id: &SnapshotId) -> io::Result<()> {
-        let spare = self.session_dir(session).join(SPARE_NAME);
-        fs::rename(self.snapshot_path(session, id), &spare)?;
-        // Under the spare name only this process looks: if no other name has the inode and no
-        // one has it open now, no one can start reading it before it is emptied. (A symbolic
-        // link put there by hand is not followed: it is removed like anything else that
-        // cannot be emptied.)
-        let emptied = match fs::symlink_metadata(&spare)?.is_file() {
-            true => File::options().write(true).open(&spare),
-            false => Err(io::ErrorKind::Other.into()),
-        }
-        .and_then(
-            |file| match file.metadata()?.nlink() == 1 && lease::alone(&file) {
-                true => file.set_len(0),
-                false => Err(io::ErrorKind::Other.into()),
-            },
-        );
-        if emptied.is_err() {
-            ignore_not_found(fs::remove_file(&spare))?;
-        }
-        Ok(())
-    }
-
     /// Removes every snapshot (and leftover temp file) of the session, then its directory
     /// unless files snapkeep did not make are still in it. Unknown sessions are fine.
     pub fn remove_session(&self, session: &SessionId) -> io::Result<()> {
@@ -273,9 +232,9 @@ impl Disk {
         for item in items {
             let item = item?;
             let name = item.file_name();
-            let ours = name.to_str().is_some_and(|n| {
-                parse_snapshot_name(n).is_some() || parse_temp_name(n).is_some() || is_spare(n)
-            });
+            let ours = name
+                .to_str()
+                .is_some_and(|n| parse_snapshot_name(n).is_some() || parse_temp_name(n).is_some());
             if ours && item.file_type()?.is_file() {
                 ignore_not_found(fs::remove_file(item.path()))?;
             }
@@ -292,25 +251,20 @@ impl Disk {
         self.probe_readable()
     }
 
-    /// Removes temp files that a crashed run left behind, and returns how many; the spare
-    /// files go too (one cut off before it was emptied still holds a pruned snapshot). Run it
-    /// while no write is under way: it cannot tell a crash's temp file from one being written.
+    /// Removes temp files that a crashed run left behind; returns how many. Run it while no
+    /// write is under way: it cannot tell a crash's temp file from one being written.
     pub fn remove_leftovers(&self) -> io::Result<usize> {
         let mut removed = 0;
         let walk = WalkDir::new(&self.root).min_depth(1).max_depth(2);
         for item in walk.into_iter().filter_map(Result::ok) {
             let name = item.file_name().to_str().unwrap_or_default();
-            let in_session = || session_of(item.path()).is_some();
-            let (leftover, spare) = match item.depth() {
-                1 => (is_top_level_temp(name), false),
-                _ => (
-                    parse_temp_name(name).is_some() && in_session(),
-                    is_spare(name) && in_session(),
-                ),
+            let leftover = match item.depth() {
+                1 => is_top_level_temp(name),
+                _ => parse_temp_name(name).is_some() && session_of(item.path()).is_some(),
             };
-            if (leftover || spare) && item.file_type().is_file() {
+            if leftover && item.file_type().is_file() {
                 ignore_not_found(fs::remove_file(item.path()))?;
-                removed += usize::from(leftover);
+                removed += 1;
             }
         }
         Ok(removed)
@@ -375,11 +329,6 @@ pub(super) fn parse_snapshot_name(name: &str) -> Option<SnapshotId> {
 /// A readiness probe or an upload on its way in: temp files at the top of the data directory.
 pub(super) fn is_top_level_temp(name: &str) -> bool {
     name.starts_with(PROBE_PREFIX) || name.starts_with(UPLOAD_PREFIX)
-}
-
-/// The empty file a pruned snapshot leaves for the session's next write ([`Disk::prune`]).
-pub(super) fn is_spare(name: &str) -> bool {
-    name == SPARE_NAME
 }
 
 pub(super) fn parse_temp_name(name: &str) -> Option<SnapshotId> {

@@ -8,7 +8,6 @@
 mod atomic;
 mod disk;
 mod latest;
-mod lease;
 mod locks;
 mod maintain;
 pub mod name;

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use walkdir::WalkDir;
 
-use super::disk::{is_spare, is_top_level_temp, parse_snapshot_name, parse_temp_name};
+use super::disk::{is_top_level_temp, parse_snapshot_name, parse_temp_name};
 use super::name::{SessionId, sha256_hex_of};
 
 /// A temp file younger than this may belong to a write in progress (a server running next to
@@ -75,8 +75,6 @@ pub(super) fn verify(root: &Path) -> io::Result<Report> {
                 report.stray.push(relative);
             }
             _ if is_dir => report.stray.push(relative),
-            // The emptied inode of a pruned snapshot, for the session's next write.
-            _ if is_spare(name) => {}
             _ => match (parse_snapshot_name(name), parse_temp_name(name)) {
                 (Some(id), _) => match digest_of(entry.path())? {
                     Some(digest) if id.digest_matches(&digest) => report.good += 1,

@@ -128,7 +128,7 @@ pub(super) fn save_locked(
     let pruned = to_prune
         .into_iter()
         .zip(pruned_sizes)
-        .filter(|(old, bytes)| match disk.prune(session, old) {
+        .filter(|(old, bytes)| match disk.remove(session, old) {
             Ok(()) => true,
             // Someone removed it by hand meanwhile: it is gone, which is what was wanted.
             Err(err) if err.kind() == io::ErrorKind::NotFound => true,

@@ -202,24 +202,6 @@ pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) 
     body
 }
 
-/// The session directory's file names, sorted, after asserting that the spare file a pruned
-/// snapshot leaves (`.snapkeep-spare.tmp`, the next write's inode) is there and empty.
-pub fn after_pruning(app: &TestApp, session: &str) -> Vec<String> {
-    let dir = app.session_dir(session);
-    let spare = std::fs::metadata(dir.join(SPARE)).expect("pruning leaves a spare file");
-    assert_eq!(spare.len(), 0, "a pruned snapshot's content is gone");
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|name| name != SPARE)
-        .collect();
-    names.sort();
-    names
-}
-
-/// What a session directory holds besides its snapshots once retention has pruned one.
-pub const SPARE: &str = ".snapkeep-spare.tmp";
-
 pub fn tree(root: &Path) -> Vec<String> {
     let mut paths: Vec<String> = walkdir::WalkDir::new(root)
         .min_depth(1)

@@ -1,9 +1,7 @@
 //! The data directory is the whole truth: hand edits are seen while the server runs, files
 //! snapkeep did not name are never listed or touched, and crash leftovers go at start.
 
-use std::os::unix::fs::MetadataExt;
-
-use crate::helpers::{BASE, SPARE, TestApp, after_pruning, json};
+use crate::helpers::{BASE, TestApp, json};
 
 const ID: &str = "20261123T185337.123456Z-9f86d081884c7d65";
 
@@ -90,8 +88,6 @@ async fn temp_files_of_a_crashed_run_are_removed_at_start_and_others_are_kept() 
     std::fs::write(session.join(format!("{ID}.json")), "[\"kept\"]").unwrap();
     std::fs::write(session.join(format!(".{ID}.json.tmp")), "[\"half").unwrap();
     std::fs::write(session.join(".other.tmp"), "not ours").unwrap();
-    // A spare cut off between its rename and its emptying still holds a pruned snapshot.
-    std::fs::write(session.join(SPARE), "[\"pruned\"]").unwrap();
     std::fs::write(data.join(format!(".{ID}.json.tmp")), "not in a session").unwrap();
 
     // TestApp starts the tests once start-up's preparation (this cleanup) is done.
@@ -258,86 +254,4 @@ async fn while_preparing_readyz_is_503_reads_are_served_and_a_write_waits() {
     assert_eq!(write.await.unwrap(), 201);
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
-}
-
-/// Retention's deletes leave each pruned snapshot's inode, emptied at once, for the session's
-/// next write: the name and the content are gone, the file is not (see `Disk::prune`).
-#[tokio::test]
-async fn a_pruned_snapshots_file_is_emptied_at_once_and_taken_by_the_next_write() {
-    let app = TestApp::with(&[("SNAPKEEP_RETAIN_LAST", "2")]).await;
-    let first = app.save("s", "[1]").await;
-    let inode = |name: &str| {
-        std::fs::metadata(app.session_dir("s").join(name))
-            .unwrap()
-            .ino()
-    };
-    let first_inode = inode(&format!("{first}.json"));
-    let second = app.save("s", "[2]").await;
-    let third = app.save("s", "[3]").await;
-    assert_eq!(
-        after_pruning(&app, "s"),
-        [format!("{second}.json"), format!("{third}.json")]
-    );
-    assert_eq!(inode(SPARE), first_inode);
-
-    let fourth = app.save("s", "[4]").await;
-    assert_eq!(inode(&format!("{fourth}.json")), first_inode);
-    let read = app.get(&format!("{BASE}/s/latest")).await;
-    assert_eq!(read.headers()["x-snapshot-integrity"], "ok");
-    assert_eq!(read.text().await.unwrap(), "[4]");
-    assert_eq!(app.listed("s").await, vec![fourth.clone(), third.clone()]);
-    assert_eq!(
-        after_pruning(&app, "s"),
-        [format!("{third}.json"), format!("{fourth}.json")]
-    );
-}
-
-/// An operator's backup made with hard links (`cp -al`, `rsync --link-dest`) shares inodes with
-/// the snapshots: pruning only unlinks such a file, so the backup keeps its content.
-#[tokio::test]
-async fn a_hard_linked_backup_keeps_the_content_of_a_pruned_snapshot() {
-    let app = TestApp::with(&[("SNAPKEEP_RETAIN_LAST", "1")]).await;
-    let first = app.save("s", "[\"precious\"]").await;
-    let backup = app.data_dir.parent().unwrap().join("backup.json");
-    std::fs::hard_link(app.session_dir("s").join(format!("{first}.json")), &backup).unwrap();
-
-    let second = app.save("s", "[2]").await;
-    app.save("s", "[3]").await; // takes no inode of the backup's
-    app.save("s", "[4]").await;
-    assert_eq!(std::fs::read_to_string(&backup).unwrap(), "[\"precious\"]");
-    assert!(!app.session_dir("s").join(format!("{second}.json")).exists());
-    assert_eq!(std::fs::metadata(&backup).unwrap().nlink(), 1);
-}
-
-/// A file that someone has open when retention prunes it (an operator's `cp` or `rsync`,
-/// `snapkeep verify`, this server streaming it) is only unlinked, as if there were no spare:
-/// the reader still reads it whole, and no later write takes its inode.
-#[tokio::test]
-async fn a_pruned_snapshot_that_someone_has_open_is_still_read_whole() {
-    let app = TestApp::with(&[("SNAPKEEP_RETAIN_LAST", "1")]).await;
-    let first = app.save("s", "[\"being copied\"]").await;
-    let path = app.session_dir("s").join(format!("{first}.json"));
-    let mut reader = std::fs::File::open(path).unwrap();
-    let held = reader.metadata().unwrap().ino();
-
-    app.save("s", "[2]").await; // prunes the first
-    app.save("s", "[3]").await; // prunes the second, which nobody has open: that one is kept
-    app.save("s", "[4]").await;
-    let mut content = String::new();
-    std::io::Read::read_to_string(&mut reader, &mut content).unwrap();
-    assert_eq!(content, "[\"being copied\"]");
-    for item in std::fs::read_dir(app.session_dir("s")).unwrap() {
-        assert_ne!(item.unwrap().metadata().unwrap().ino(), held);
-    }
-    assert_eq!(after_pruning(&app, "s").len(), 1);
-}
-
-#[tokio::test]
-async fn deleting_a_session_removes_its_spare_file_too() {
-    let app = TestApp::with(&[("SNAPKEEP_RETAIN_LAST", "1")]).await;
-    app.save("s", "[1]").await;
-    app.save("s", "[2]").await;
-    assert!(app.session_dir("s").join(SPARE).exists());
-    assert_eq!(app.delete(&format!("{BASE}/s")).await.status(), 204);
-    assert!(!app.session_dir("s").exists());
 }

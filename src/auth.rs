@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::Access;
-use crate::store::name::SessionId;
+use crate::store::name::{SessionId, hex};
 
 /// Why a request may not go on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,10 +101,6 @@ fn sign(key: &[u8], payload: &str) -> Vec<u8> {
     let mut mac = mac(key);
     mac.update(payload.as_bytes());
     mac.finalize().into_bytes().to_vec()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {

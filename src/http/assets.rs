@@ -9,6 +9,7 @@ use axum::response::Response;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
+use crate::store::name::hex;
 
 const CLIENT: &str = include_str!("../../client/snapkeep.js");
 const PAGE: &str = include_str!("../../client/inspect.html");
@@ -32,8 +33,8 @@ pub struct Asset {
 impl Asset {
     fn new(body: Bytes, content_type: &'static str) -> Self {
         let digest = Sha256::digest(&body);
-        let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-        let etag = HeaderValue::from_str(&format!("\"{hex}\"")).expect("hex is a valid header");
+        let etag = format!("\"{}\"", hex(&digest[..12]));
+        let etag = HeaderValue::from_str(&etag).expect("hex is a valid header");
         Self {
             body,
             content_type,

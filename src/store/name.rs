@@ -235,7 +235,8 @@ pub fn sha256_hex_of(mut reader: impl std::io::Read) -> std::io::Result<String> 
     }
 }
 
-pub(super) fn hex(digest: &[u8]) -> String {
+/// Lowercase hex of any bytes (digests, signatures): the one encoder of the crate.
+pub fn hex(digest: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(digest.len() * 2);
     for byte in digest {

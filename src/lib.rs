@@ -8,6 +8,7 @@
 //! - [`http`]: the route table, extractors, handlers and the one error type of the API.
 //! - [`store`]: snapshots on disk: names, atomic writes, dedup, retention. No HTTP in here.
 //! - [`merge_patch`]: RFC 7396, a pure function on JSON values.
+//! - [`json`]: whether bytes are one JSON document, with line and column when not (pure).
 //! - [`cli`]: subcommands (`serve`, `healthcheck`).
 //!
 //! Dependencies point one way: `http -> store`, `cli -> store`; `store` knows nothing of HTTP.
@@ -18,6 +19,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod json;
 pub mod merge_patch;
 pub mod server;
 pub mod store;

@@ -22,8 +22,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(dir) = &cli.data_dir {
-        config.data_dir = dir.clone();
+    if let Err(err) = cli.choose_storage(&mut config) {
+        eprintln!("snapkeep: {err}");
+        return ExitCode::from(2);
     }
     start_logging(&config);
     for name in unknown {
@@ -56,18 +57,16 @@ fn main() -> ExitCode {
             }
         },
         offline => {
-            // The data directory as it is: no start-up cleanup, a server may be running on it.
-            let dir = config.data_dir.clone();
-            let store = Store::new(
-                config.data_dir,
-                config.fsync,
-                config.retention,
-                config.quotas,
-            );
+            // The store as it is: no start-up cleanup, servers may be running on it.
+            let store = Store::new(&config.storage, config.retention, config.quotas);
             match runtime.block_on(cli::run_offline(&store, &offline, cli.json)) {
                 Some(Ok(code)) => code,
                 Some(Err(err)) => {
-                    eprintln!("snapkeep: {err:#} (data directory {})", dir.display());
+                    let place = match &config.storage {
+                        snapkeep::store::Storage::Dir { .. } => "data directory",
+                        snapkeep::store::Storage::S3(_) => "bucket",
+                    };
+                    eprintln!("snapkeep: {err:#} ({place} {})", store.location());
                     ExitCode::from(2)
                 }
                 None => unreachable!("every other subcommand is matched above"),

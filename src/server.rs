@@ -43,12 +43,10 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let config = &app.config;
     if config.enabled {
-        app.store.create().await.with_context(|| {
-            format!(
-                "cannot use the data directory {}",
-                config.data_dir.display()
-            )
-        })?;
+        app.store
+            .create()
+            .await
+            .with_context(|| format!("cannot use the data directory {}", app.store.location()))?;
     } else {
         tracing::warn!("backups are disabled (SNAPKEEP_ENABLED=false): session routes answer 503");
     }
@@ -64,7 +62,7 @@ pub async fn serve(
     tracing::info!(
         "listening on http://{address}{} with data in {}",
         config.base_path,
-        config.data_dir.display()
+        app.store.location()
     );
     spawn_housekeeping(&app);
 
@@ -78,7 +76,8 @@ pub async fn serve(
         .header_read_timeout(header_timeout);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
-    let mut preparation = config.enabled.then(|| spawn_preparation(&app));
+    let prepare = config.enabled && app.store.needs_preparation();
+    let mut preparation = prepare.then(|| spawn_preparation(&app));
     let mut unusable = None;
 
     loop {
@@ -139,7 +138,7 @@ pub async fn serve(
     match unusable {
         Some(err) => Err(anyhow::Error::new(err).context(format!(
             "cannot use the data directory {}",
-            config.data_dir.display()
+            app.store.location()
         ))),
         None => Ok(()),
     }
@@ -209,13 +208,14 @@ fn spawn_preparation(app: &AppState) -> oneshot::Receiver<StoreError> {
 
 /// Right after start and then once a minute: remove sessions idle for longer than
 /// `SNAPKEEP_SESSION_TTL`, forget rate-limit buckets that are full again, and recount what the
-/// data directory holds (noticing hand edits). The task ends with the app.
+/// store holds (noticing hand edits, and other instances' writes). A bucket is also swept of
+/// what killed writes left, at start and then once an hour. The task ends with the app.
 fn spawn_housekeeping(app: &AppState) {
     let app = Arc::downgrade(app);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         let mut first = true;
-        loop {
+        for minute in 0u64.. {
             tick.tick().await; // the first tick is immediate
             let Some(app) = app.upgrade() else { return };
             if let Some(limiters) = &app.limiters {
@@ -230,14 +230,26 @@ fn spawn_housekeeping(app: &AppState) {
             {
                 expire_idle_sessions(&app, ttl).await;
             }
-            // Start-up has just counted; from the second tick on, notice hand edits.
-            if !std::mem::take(&mut first)
-                && let Err(err) = app.store.recount().await
-            {
-                tracing::warn!(error = %err, "could not recount the data directory");
+            // A read-only server deletes nothing, a bucket's leftovers included.
+            if !app.store.needs_preparation() && !app.config.access.read_only && minute % 60 == 0 {
+                sweep_bucket(&app).await;
+            }
+            // A directory's start-up has just counted; from the second tick on, notice hand
+            // edits. A bucket is counted here from the first.
+            let counted = std::mem::take(&mut first) && app.store.needs_preparation();
+            if !counted && let Err(err) = app.store.recount().await {
+                tracing::warn!(error = %err, "could not count what the store holds");
             }
         }
     });
+}
+
+async fn sweep_bucket(app: &AppState) {
+    match app.store.sweep().await {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "swept objects that killed writes left"),
+        Err(err) => tracing::warn!(error = %err, "could not sweep the bucket"),
+    }
 }
 
 async fn expire_idle_sessions(app: &AppState, ttl: Duration) {

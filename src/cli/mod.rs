@@ -20,7 +20,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::auth;
-use crate::config::Access;
+use crate::config::{Access, Config};
+use crate::store::Storage;
 use crate::store::name::SessionId;
 
 /// A small self-hosted backup server for browser app state. Configured with SNAPKEEP_*
@@ -29,8 +30,12 @@ use crate::store::name::SessionId;
 #[command(version, about)]
 pub struct Cli {
     /// The data directory to work on (default: SNAPKEEP_DATA_DIR, or ./data).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, conflicts_with = "storage")]
     pub data_dir: Option<PathBuf>,
+    /// The bucket to work on, s3://BUCKET[/PREFIX], reached with the AWS_* variables (default:
+    /// SNAPKEEP_STORAGE).
+    #[arg(long, global = true)]
+    pub storage: Option<String>,
     /// Print JSON instead of text (list, verify, prune, restore).
     #[arg(long, global = true)]
     pub json: bool,
@@ -82,6 +87,32 @@ pub enum Command {
         #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
         ttl: Duration,
     },
+}
+
+impl Cli {
+    /// Applies `--data-dir` or `--storage` to `config`, which was read from the environment.
+    pub fn choose_storage(&self, config: &mut Config) -> anyhow::Result<()> {
+        if let Some(root) = &self.data_dir {
+            let fsync = match &config.storage {
+                Storage::Dir { fsync, .. } => *fsync,
+                Storage::S3(_) => true,
+            };
+            config.storage = Storage::Dir {
+                root: root.clone(),
+                fsync,
+            };
+        }
+        if let Some(url) = &self.storage {
+            let mut vars: Vec<(String, String)> = std::env::vars()
+                .filter(|(name, _)| name.starts_with("AWS_") || name.starts_with("SNAPKEEP_"))
+                .collect();
+            vars.push(("SNAPKEEP_STORAGE".into(), url.clone()));
+            let (from_flag, _) =
+                Config::from_vars(vars).map_err(|err| anyhow::anyhow!("--storage: {err}"))?;
+            config.storage = from_flag.storage;
+        }
+        Ok(())
+    }
 }
 
 /// A session token for `session`, valid for `ttl` from now.

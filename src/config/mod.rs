@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -20,20 +19,21 @@ use self::parse::*;
 
 use ipnet::IpNet;
 
-use crate::store::Quotas;
 use crate::store::retain::Retention;
+use crate::store::{Quotas, S3Settings, Storage};
 
 /// The validated settings of one run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub enabled: bool,
     pub listen: SocketAddr,
-    pub data_dir: PathBuf,
+    /// Where the snapshots live: the data directory (`SNAPKEEP_DATA_DIR`, with `SNAPKEEP_FSYNC`),
+    /// or the bucket of `SNAPKEEP_STORAGE`.
+    pub storage: Storage,
     /// Route prefix, starting with `/` and without a trailing one, e.g. `/api/backup`.
     pub base_path: String,
     pub max_body_bytes: usize,
     pub retention: Retention,
-    pub fsync: bool,
     /// A `tracing_subscriber::EnvFilter` directive, already checked.
     pub log: String,
     /// How long a client may take to send a request's headers (also bounds an idle keep-alive
@@ -130,6 +130,8 @@ struct Raw {
     enabled: Option<String>,
     listen: Option<String>,
     data_dir: Option<String>,
+    storage: Option<String>,
+    storage_timeout: Option<String>,
     base_path: Option<String>,
     max_body_bytes: Option<String>,
     retain_last: Option<String>,
@@ -169,12 +171,16 @@ struct Raw {
 const PREFIX: &str = "SNAPKEEP_";
 
 impl Config {
-    /// Reads the process environment. Variables of other programs are not looked at, so one
-    /// that is not UTF-8 does no harm; a `SNAPKEEP_*` one that is not is refused.
+    /// Reads the process environment: the `SNAPKEEP_*` variables, and the `AWS_*` ones that
+    /// configure an S3 client. Variables of other programs are not looked at, so one that is not
+    /// UTF-8 does no harm; a `SNAPKEEP_*` or `AWS_*` one that is not is refused.
     pub fn from_env() -> Result<(Self, Vec<String>), ConfigError> {
         let mut vars = Vec::new();
         for (name, value) in std::env::vars_os() {
-            let Some(name) = name.to_str().filter(|n| n.starts_with(PREFIX)) else {
+            let Some(name) = name
+                .to_str()
+                .filter(|n| n.starts_with(PREFIX) || n.starts_with("AWS_"))
+            else {
                 continue;
             };
             // The value is not shown: it may be a token.
@@ -188,30 +194,35 @@ impl Config {
         Self::from_vars(vars)
     }
 
-    /// Reads `SNAPKEEP_*` pairs from `vars`; other names are ignored. Also returns the names of
-    /// `SNAPKEEP_*` variables that snapkeep does not know, so the caller can warn about them.
+    /// Reads `SNAPKEEP_*` pairs (and, for an S3 bucket, `AWS_*` ones) from `vars`; other names
+    /// are ignored. Also returns the names of `SNAPKEEP_*` variables that snapkeep does not
+    /// know, so the caller can warn about them.
     pub fn from_vars(
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<(Self, Vec<String>), ConfigError> {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
         let raw: Raw = envy::prefixed(PREFIX)
-            .from_iter(vars)
+            .from_iter(vars.iter().cloned())
             .map_err(|err| ConfigError(format!("cannot read the {PREFIX}* settings: {err}")))?;
         let unknown = raw
             .unknown
             .keys()
             .map(|key| format!("{PREFIX}{}", key.to_uppercase()))
             .collect();
-        Ok((raw.validate()?, unknown))
+        let aws = vars
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("AWS_"));
+        Ok((raw.validate(aws)?, unknown))
     }
 }
 
 impl Raw {
-    fn validate(self) -> Result<Config, ConfigError> {
+    fn validate(self, aws: impl Iterator<Item = (String, String)>) -> Result<Config, ConfigError> {
         let retain_last = number(&self.retain_last, "RETAIN_LAST", 10, 1)?;
         Ok(Config {
             enabled: boolean(&self.enabled, "ENABLED", true)?,
             listen: listen(&self.listen)?,
-            data_dir: data_dir(&self.data_dir)?,
+            storage: self.storage(aws)?,
             base_path: base_path(&self.base_path)?,
             max_body_bytes: number(&self.max_body_bytes, "MAX_BODY_BYTES", 16 * 1024 * 1024, 1)?,
             retention: Retention {
@@ -226,7 +237,6 @@ impl Raw {
             session_ttl: optional_duration(&self.session_ttl, "SESSION_TTL")?,
             log_format: log_format(&self.log_format)?,
             metrics_public: boolean(&self.metrics_public, "METRICS_PUBLIC", false)?,
-            fsync: boolean(&self.fsync, "FSYNC", true)?,
             log: log_filter(&self.log)?,
             header_timeout: duration(&self.header_timeout, "HEADER_TIMEOUT", "10s")?,
             body_timeout: duration(&self.body_timeout, "BODY_TIMEOUT", "30s")?,
@@ -247,6 +257,20 @@ impl Raw {
                 total_bytes: optional_number(&self.max_total_bytes, "MAX_TOTAL_BYTES", 1)?,
             },
         })
+    }
+
+    /// The bucket of `STORAGE` (an `s3://` URL, with the `AWS_*` variables), or else the data
+    /// directory of `DATA_DIR`, written with `FSYNC`.
+    fn storage(&self, aws: impl Iterator<Item = (String, String)>) -> Result<Storage, ConfigError> {
+        let timeout = duration(&self.storage_timeout, "STORAGE_TIMEOUT", "5s")?;
+        let fsync = boolean(&self.fsync, "FSYNC", true)?;
+        let root = data_dir(&self.data_dir)?;
+        let Some(url) = &self.storage else {
+            return Ok(Storage::Dir { root, fsync });
+        };
+        S3Settings::new(url.trim(), aws, timeout)
+            .map(Storage::S3)
+            .map_err(|expected| invalid("STORAGE", &expected, url))
     }
 
     /// `RATE_LIMIT` per second, with a bucket of `RATE_BURST` (default: one second's worth).
@@ -274,6 +298,8 @@ impl Raw {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     fn config(pairs: &[(&str, &str)]) -> Result<(Config, Vec<String>), ConfigError> {
@@ -287,9 +313,10 @@ mod tests {
     #[test]
     fn defaults_match_the_contract() {
         let (c, unknown) = config(&[("PATH", "/usr/bin")]).unwrap();
-        assert!(c.enabled && c.fsync);
+        assert!(c.enabled);
         assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        let root = PathBuf::from("./data");
+        assert_eq!(c.storage, Storage::Dir { root, fsync: true });
         assert_eq!(c.base_path, "/api/backup");
         assert_eq!(c.max_body_bytes, 16_777_216);
         assert_eq!(c.retention.last.get(), 10);
@@ -319,9 +346,10 @@ mod tests {
             ("SNAPKEEP_MAX_CONNECTIONS", "64"),
         ])
         .unwrap();
-        assert!(!c.enabled && !c.fsync);
+        assert!(!c.enabled);
         assert_eq!(c.listen, "0.0.0.0:9000".parse().unwrap());
-        assert_eq!(c.data_dir, PathBuf::from("/var/lib/snapkeep"));
+        let root = PathBuf::from("/var/lib/snapkeep");
+        assert_eq!(c.storage, Storage::Dir { root, fsync: false });
         assert_eq!(c.base_path, "/backup");
         assert_eq!((c.max_body_bytes, c.retention.last.get()), (1024, 3));
         assert_eq!(c.log, "debug");
@@ -471,6 +499,34 @@ mod tests {
         }
         let burst = error(&[("SNAPKEEP_RATE_BURST", "10")]);
         assert!(burst.contains("needs SNAPKEEP_RATE_LIMIT"), "{burst}");
+    }
+
+    #[test]
+    fn a_bucket_replaces_the_data_directory() {
+        let (c, _) = config(&[
+            ("SNAPKEEP_STORAGE", "s3://snapshots/app"),
+            ("SNAPKEEP_DATA_DIR", "/data"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_REGION", "eu-west-1"),
+        ])
+        .unwrap();
+        let Storage::S3(settings) = c.storage else {
+            panic!("{:?}", c.storage);
+        };
+        assert_eq!(settings.url(), "s3://snapshots/app");
+        assert_eq!(settings.timeout, Duration::from_secs(5));
+        let message = error(&[("SNAPKEEP_STORAGE", "/var/lib/snapkeep")]);
+        assert!(
+            message.starts_with("SNAPKEEP_STORAGE must be an s3://BUCKET")
+                && message.ends_with("got \"/var/lib/snapkeep\""),
+            "{message}"
+        );
+        let message = error(&[
+            ("SNAPKEEP_STORAGE", "s3://snapshots"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+        ]);
+        assert!(message.contains("AWS_ALLOW_HTTP=true"), "{message}");
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //!    a `POST` body goes to a temp file as it arrives (memory stays flat whatever the upload);
 //!    the whole body must arrive within `SNAPKEEP_BODY_TIMEOUT`: else 408; bad gzip: 400;
 //! 5. the bytes must be UTF-8 JSON (any value, nesting within serde_json's limit): else 400;
-//!    a spooled body is checked in the file, and removed when it fails.
+//!    a spooled body is checked by the store as it finishes it, and removed when it fails.
 
 use std::io;
 
@@ -25,8 +25,8 @@ use tokio_util::io::StreamReader;
 
 use super::AppState;
 use super::error::ApiError;
-use super::json::{check_json, check_json_stream};
-use crate::store::{Spool, Spooled, Store, StoreError};
+use crate::json::check_json;
+use crate::store::{Spool, SpoolError, Spooled, Store, StoreError};
 
 /// A `POST` body: a complete, valid JSON document within the size limit. A large one never
 /// sits in memory: it is written to a temp file as it arrives ([`SPOOL_OVER`]).
@@ -53,18 +53,11 @@ impl FromRequest<AppState> for JsonBody {
                 check_json(&body).map_err(ApiError::InvalidJson)?;
                 Ok(Self::Memory(body.into()))
             }
-            Received::Spooled(spool) => {
-                let finished = spool.finish(state.config.fsync).await;
-                let upload = finished.map_err(io_error)?;
-                let (upload, checked) = tokio::task::spawn_blocking(move || {
-                    let checked = check_json_stream(|| upload.open());
-                    (upload, checked)
-                })
-                .await
-                .expect("the JSON check does not panic");
-                checked.map_err(io_error)?.map_err(ApiError::InvalidJson)?;
-                Ok(Self::Spooled(upload))
-            }
+            Received::Spooled(spool) => match spool.finish().await {
+                Ok(upload) => Ok(Self::Spooled(upload)),
+                Err(SpoolError::NotJson(why)) => Err(ApiError::InvalidJson(why)),
+                Err(SpoolError::Store(err)) => Err(err.into()),
+            },
         }
     }
 }

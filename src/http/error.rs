@@ -12,6 +12,9 @@ use super::handlers::info_json;
 use crate::store::name::NameError;
 use crate::store::{SnapshotInfo, StoreError};
 
+/// Seconds a client is asked to wait when the object store is unavailable.
+const STORAGE_RETRY_AFTER: u64 = 2;
+
 /// The machine code of an error answer, left on the response for the metrics to count.
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorCode(pub &'static str);
@@ -61,6 +64,8 @@ pub enum ApiError {
     /// The server is stopping and starts no new write.
     ShuttingDown,
     InsufficientStorage,
+    /// The object store is down, slow or failing; nothing was stored.
+    StorageUnavailable,
     /// A server-side failure; its details were logged where it happened.
     Internal,
 }
@@ -194,6 +199,14 @@ impl ApiError {
                 "The server has no space left for this snapshot; earlier snapshots are intact."
                     .into(),
             ),
+            StorageUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                format!(
+                    "The storage behind this server is not answering; nothing was changed. Try \
+                     again in {STORAGE_RETRY_AFTER} s."
+                ),
+            ),
             Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -227,6 +240,9 @@ impl IntoResponse for ApiError {
             ApiError::TooManyRequests { retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
             }
+            ApiError::StorageUnavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(STORAGE_RETRY_AFTER));
+            }
             _ => {}
         }
         response
@@ -258,6 +274,10 @@ impl From<StoreError> for ApiError {
             StoreError::StorageFull(io) => {
                 tracing::warn!(error = %io, "refused a write: storage full");
                 ApiError::InsufficientStorage
+            }
+            StoreError::Unavailable(why) => {
+                tracing::warn!(error = %why, "the object store is unavailable");
+                ApiError::StorageUnavailable
             }
             StoreError::Io(io) => {
                 tracing::error!(error = %io, "storage error");

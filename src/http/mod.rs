@@ -1,6 +1,6 @@
 //! The HTTP face of snapkeep: [`router`] is the one route table, with the layers around it.
 //! Handlers live in `handlers.rs`; the request's head is parsed in `extract.rs`, its body in
-//! `body.rs` (JSON validity in `json.rs`); checks before any route in `guard.rs`; failures in
+//! `body.rs` (JSON validity in the crate's `json` module); checks before any route in `guard.rs`; failures in
 //! `error.rs`; counting in `metrics.rs`; request logs in `trace.rs`.
 
 mod assets;
@@ -9,7 +9,6 @@ mod error;
 mod extract;
 mod guard;
 mod handlers;
-mod json;
 mod metrics;
 mod trace;
 
@@ -52,12 +51,7 @@ pub struct App {
 
 impl App {
     pub fn new(config: Config) -> AppState {
-        let store = Store::new(
-            config.data_dir.clone(),
-            config.fsync,
-            config.retention,
-            config.quotas,
-        );
+        let store = Store::new(&config.storage, config.retention, config.quotas);
         let limiters = guard::limiters(config.rate_limit);
         let assets = assets::Assets::new(&config.base_path);
         Arc::new(Self {

@@ -1,8 +1,8 @@
-//! One async read-write lock per session. Writes and deletes take it exclusively, so they are
-//! serialized per session while different sessions proceed in parallel. Listing and reading the
-//! latest take it shared: a directory listing taken while a write renames in the new snapshot
-//! and prunes the old one may show neither (readdir promises nothing about entries changed
-//! during the scan), so readers must not overlap a write.
+//! One async mutex per session, which every change of the session holds in this process: the
+//! writers of one session queue here, waiting without a thread each, while different sessions
+//! proceed in parallel. Correctness does not rest on it (the backend's transaction is atomic
+//! against every writer, in this process or another); it only spares the backend's lock (or
+//! bucket) the writers that would each wait on it.
 //!
 //! The registry holds `Weak` references: a session's mutex lives only while someone holds or
 //! waits for it, and dead entries are swept out as the map grows, so memory follows the number
@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use super::name::SessionId;
 
@@ -23,28 +23,23 @@ pub struct SessionLocks {
 
 #[derive(Debug, Default)]
 struct Registry {
-    locks: HashMap<SessionId, Weak<RwLock<()>>>,
+    locks: HashMap<SessionId, Weak<AsyncMutex<()>>>,
     /// Entries alive at the last sweep; the next sweep runs when the map has doubled.
     live_at_sweep: usize,
 }
 
 impl SessionLocks {
     /// Waits until this task is the only one working on `session`.
-    pub async fn write(&self, session: &SessionId) -> OwnedRwLockWriteGuard<()> {
-        self.lock_for(session).write_owned().await
+    pub async fn write(&self, session: &SessionId) -> OwnedMutexGuard<()> {
+        self.lock_for(session).lock_owned().await
     }
 
-    /// Waits until no one is writing to `session`; other readers may read at the same time.
-    pub async fn read(&self, session: &SessionId) -> OwnedRwLockReadGuard<()> {
-        self.lock_for(session).read_owned().await
-    }
-
-    fn lock_for(&self, session: &SessionId) -> Arc<RwLock<()>> {
+    fn lock_for(&self, session: &SessionId) -> Arc<AsyncMutex<()>> {
         let mut registry = self.map.lock().expect("lock registry poisoned");
         if let Some(existing) = registry.locks.get(session).and_then(Weak::upgrade) {
             return existing;
         }
-        let lock = Arc::new(RwLock::new(()));
+        let lock = Arc::new(AsyncMutex::new(()));
         registry
             .locks
             .insert(session.clone(), Arc::downgrade(&lock));
@@ -84,30 +79,8 @@ mod tests {
                 .await
                 .is_err()
         );
-        assert!(
-            tokio::time::timeout(SOON, locks.read(&session(1)))
-                .await
-                .is_err()
-        );
         drop(held);
         let _again = tokio::time::timeout(SURELY, locks.write(&session(1)))
-            .await
-            .unwrap();
-    }
-
-    #[tokio::test]
-    async fn readers_share_but_exclude_writers() {
-        let locks = SessionLocks::default();
-        let first = locks.read(&session(1)).await;
-        let second = tokio::time::timeout(SURELY, locks.read(&session(1))).await;
-        assert!(second.is_ok(), "readers do not wait for each other");
-        assert!(
-            tokio::time::timeout(SOON, locks.write(&session(1)))
-                .await
-                .is_err()
-        );
-        drop((first, second));
-        let _writer = tokio::time::timeout(SURELY, locks.write(&session(1)))
             .await
             .unwrap();
     }

@@ -1,16 +1,18 @@
 //! The operator's side of the store, for the command line and the background sweep: what
 //! sessions there are, pruning under the retention policy, restoring an old snapshot, removing
-//! idle sessions, verifying the whole tree. Every change goes through the same per-session
-//! lock and durable write as the server's own.
+//! idle sessions, verifying everything stored. Every change is a transaction like the server's
+//! own writes, so the CLI may run beside a server (or several) on the same store.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use time::OffsetDateTime;
+use tokio::io::AsyncReadExt;
 
-use super::name::{SessionId, SnapshotId, sha256_hex};
-use super::retain::{self, Decision};
-use super::verify::{self, Report};
-use super::{Precondition, Saved, SnapshotInfo, Store, StoreError, blocking, newest};
+use super::name::{SessionId, SnapshotId};
+use super::retain::Decision;
+use super::seam::Need;
+use super::{Opened, Precondition, Saved, SnapshotInfo, Store, StoreError, Which, plan};
 
 /// One session at a glance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,24 +23,36 @@ pub struct SessionSummary {
     pub newest: Option<SnapshotInfo>,
 }
 
+/// What a walk of everything stored found. Paths are relative to the data directory (or the
+/// bucket's prefix).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Snapshots whose digest matches their id.
+    pub good: usize,
+    /// Snapshots whose content no longer matches the digest in their name.
+    pub corrupt: Vec<PathBuf>,
+    /// What a crashed or killed write left (removed by the server: a directory's at its next
+    /// start, a bucket's once they are an hour old).
+    pub temp: Vec<PathBuf>,
+    /// Snapshots that a bucket's session head lists but that are not in the bucket.
+    pub missing: Vec<PathBuf>,
+    /// Files and directories snapkeep did not make (left alone, never served).
+    pub stray: Vec<PathBuf>,
+}
+
+impl Report {
+    /// Whether anything needs an operator: a corrupt or missing snapshot, or a crash's
+    /// leftover. Stray files are reported but fine: the contract lets them live beside the
+    /// snapshots.
+    pub fn has_problems(&self) -> bool {
+        !self.corrupt.is_empty() || !self.temp.is_empty() || !self.missing.is_empty()
+    }
+}
+
 impl Store {
-    /// Every session directory, with its snapshot count, bytes and newest snapshot.
+    /// Every session, sorted, with its count, bytes and newest snapshot.
     pub async fn sessions(&self) -> Result<Vec<SessionSummary>, StoreError> {
-        let disk = self.disk.clone();
-        blocking(move || {
-            let mut summaries = Vec::new();
-            for session in disk.sessions()? {
-                let entries = disk.entries(&session)?;
-                summaries.push(SessionSummary {
-                    snapshots: entries.len(),
-                    bytes: entries.iter().map(|e| e.bytes).sum(),
-                    newest: newest(&entries).cloned(),
-                    session,
-                });
-            }
-            Ok(summaries)
-        })
-        .await
+        self.backend.sessions().await
     }
 
     /// Applies the retention policy to `session` (or only says what it would do), and returns
@@ -48,28 +62,18 @@ impl Store {
         session: &SessionId,
         dry_run: bool,
     ) -> Result<Vec<Decision>, StoreError> {
-        let pass = self.enter().await?;
-        let guard = self.locks.write(session).await;
-        let (disk, session, retention) = (self.disk.clone(), session.clone(), self.retention);
-        let usage = self.usage.clone();
-        blocking(move || {
-            let _held = (pass, guard);
-            let entries = disk.entries(&session)?;
-            let ids: Vec<SnapshotId> = entries.iter().map(|e| e.id.clone()).collect();
-            let decisions = retain::plan(&ids, &retention);
-            if !dry_run {
-                for decision in decisions.iter().filter(|d| d.kept_by.is_empty()) {
-                    disk.remove(&session, &decision.id).or_else(ignore_gone)?;
-                    let bytes = entries
-                        .iter()
-                        .find(|e| e.id == decision.id)
-                        .map_or(0, |e| e.bytes);
-                    usage.remove(bytes, 0);
-                }
-            }
-            Ok(decisions)
-        })
-        .await
+        let retention = self.retention;
+        let done = self
+            .transact(session, Need::default(), move |view| {
+                plan::prune(view, &retention, dry_run)
+            })
+            .await?;
+        let (decisions, removed) = done.outcome.clone();
+        self.removed(super::seam::Done {
+            outcome: removed,
+            not_removed: done.not_removed,
+        })?;
+        Ok(decisions)
     }
 
     /// Makes snapshot `id` the session's latest again, as a new snapshot with the same bytes
@@ -82,26 +86,29 @@ impl Store {
         id: &SnapshotId,
         force: bool,
     ) -> Result<(Saved, bool), StoreError> {
-        let (disk, session_owned, wanted) = (self.disk.clone(), session.clone(), id.clone());
-        let content = blocking(move || match disk.read(&session_owned, &wanted) {
-            Ok(bytes) => Ok(bytes),
-            Err(err) if super::disk::no_session(&err) => Err(StoreError::NotFound),
-            Err(err) => Err(err.into()),
-        })
-        .await?;
-        let intact = id.digest_matches(&sha256_hex(&content));
-        if !intact && !force {
+        let which = Which::Id(id.clone());
+        // Not through `Store::open`, which warns of damage: here the caller is told.
+        let Opened::Snapshot(snapshot) = self.backend.open(session, which, None).await? else {
+            unreachable!("without an If-None-Match, a snapshot is always read");
+        };
+        if !snapshot.intact && !force {
             return Err(StoreError::Damaged);
         }
+        let mut content = Vec::with_capacity(snapshot.info.bytes as usize);
+        snapshot
+            .body
+            .into_reader()
+            .read_to_end(&mut content)
+            .await?;
         let saved = self
             .save(session, content.into(), Precondition::default())
             .await?;
-        Ok((saved, intact))
+        Ok((saved, snapshot.intact))
     }
 
     /// Removes every session idle for longer than `ttl` at `now`: its newest snapshot was
-    /// neither written nor saved again unchanged since. Each is checked again under its lock,
-    /// so a session written meanwhile stays.
+    /// neither written nor saved again unchanged since. Each is decided again in its own
+    /// transaction, so a session written meanwhile stays.
     pub async fn expire(
         &self,
         ttl: Duration,
@@ -118,49 +125,25 @@ impl Store {
             if summary.newest.is_none_or(|n| n.id.created_at() >= cutoff) {
                 continue; // cheap first look: written recently, or empty
             }
-            let pass = self.enter().await?;
-            let guard = self.locks.write(&summary.session).await;
-            let (disk, session, usage) = (
-                self.disk.clone(),
-                summary.session.clone(),
-                self.usage.clone(),
-            );
-            let gone = blocking(move || {
-                let _held = (pass, guard);
-                let entries = disk.entries(&session)?;
-                let Some(newest) = newest(&entries) else {
-                    return Ok(false);
-                };
-                let touched = disk
-                    .modified(&session, &newest.id)
-                    .map(OffsetDateTime::from);
-                let last_used =
-                    touched.map_or(newest.id.created_at(), |t| t.max(newest.id.created_at()));
-                if last_used >= cutoff {
-                    return Ok(false);
-                }
-                disk.remove_session(&session)?;
-                usage.remove(entries.iter().map(|e| e.bytes).sum(), 1);
-                Ok(true)
-            })
-            .await?;
-            if gone {
+            let done = self
+                .transact(&summary.session, Need::default(), move |view| {
+                    plan::expire(view, cutoff)
+                })
+                .await?;
+            if let Some(gone) = done.outcome {
+                self.removed(super::seam::Done {
+                    outcome: gone,
+                    not_removed: done.not_removed,
+                })?;
                 removed.push(summary.session);
             }
         }
         Ok(removed)
     }
 
-    /// Walks the whole data directory and checks every snapshot against its digest.
+    /// Checks every snapshot stored against its digest, and reports what is not as snapkeep
+    /// left it. Reads only; changes nothing.
     pub async fn verify(&self) -> Result<Report, StoreError> {
-        let disk = self.disk.clone();
-        blocking(move || Ok(verify::verify(disk.root())?)).await
-    }
-}
-
-fn ignore_gone(err: std::io::Error) -> Result<(), std::io::Error> {
-    match err.kind() {
-        std::io::ErrorKind::NotFound => Ok(()),
-        _ => Err(err),
+        self.backend.verify().await
     }
 }

@@ -1,45 +1,51 @@
-//! The snapshot store: save, list, read and delete snapshots of a session, with deduplication
-//! and retention. It speaks of sessions, snapshot ids and bytes, and knows nothing of HTTP.
+//! The snapshot store: save, list, read and delete snapshots of a session, with deduplication,
+//! retention and quotas. It speaks of sessions, snapshot ids and bytes, and knows nothing of
+//! HTTP.
 //!
-//! Everything that touches the filesystem is in `disk.rs`; this module holds the rules around it
-//! (per-session serialization, id choice, dedup, rotation), so that another backend, such as an
-//! object store, would replace `disk` and leave these rules and every caller as they are.
+//! # Layout
+//! - [`Store`] (this file, and `maintain.rs` for the operator's side): the one interface that
+//!   HTTP and the CLI use. Every change of a session is one transaction on the backend.
+//! - `seam.rs`: what a backend must do, and the `Backend` enum that picks one.
+//! - `plan.rs`: what each change does, decided against one observed state: preconditions,
+//!   dedup, ids, retention, quota booking. Pure, like `name.rs`, `retain.rs`,
+//!   `precondition.rs` and `usage.rs`'s rule.
+//! - `dir/`: the directory backend (the default); `s3/`: the S3-compatible one.
+//! - `locks.rs`: writers of one session queue in this process before they reach the backend.
+//! - `spool.rs`: large uploads on their way in.
 
-mod atomic;
-mod disk;
-mod latest;
+mod dir;
 mod locks;
 mod maintain;
 pub mod name;
+mod plan;
 mod precondition;
 pub mod retain;
+mod s3;
+mod seam;
 mod spool;
 mod usage;
-mod verify;
-mod watch;
-mod write;
 
-use std::io::{self, Read, Seek};
+use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use time::OffsetDateTime;
 use tokio::io::AsyncRead;
 
-use self::disk::Disk;
-use self::latest::LatestCache;
 use self::locks::SessionLocks;
-use self::name::{SessionId, SnapshotId, sha256_hex, sha256_hex_of};
+use self::name::{SessionId, SnapshotId, sha256_hex};
+use self::plan::{Removed, Rules, SaveOutcome};
 use self::retain::Retention;
-
-pub use self::maintain::SessionSummary;
-pub use self::precondition::{Expected, Precondition};
-pub use self::spool::{Spool, Spooled};
-pub use self::usage::Counts;
+use self::seam::{Backend, Content, Done, Need, Plan, View};
 use self::usage::Usage;
-pub use self::verify::Report;
-use self::write::{Content, Rules, save_locked};
+
+pub use self::maintain::{Report, SessionSummary};
+pub use self::precondition::{Expected, Precondition};
+pub use self::s3::Settings as S3Settings;
+pub use self::spool::{Spool, SpoolError, Spooled};
+pub use self::usage::Counts;
 
 /// More writers than can ever be in flight: the stop gate's capacity.
 const GATE_CAPACITY: u32 = 1 << 24;
@@ -73,13 +79,16 @@ pub enum StoreError {
     /// The session's name is taken in the data directory by a file snapkeep did not make.
     #[error("the session's name is taken by a file that is not a directory")]
     SessionBlocked,
-    /// A patch cannot apply because the latest snapshot on disk is not valid JSON (edited by
-    /// hand, say).
+    /// A patch cannot apply because the latest snapshot is not valid JSON (edited by hand,
+    /// say).
     #[error("the latest snapshot is not valid JSON: {0}")]
     LatestNotJson(serde_json::Error),
     /// The disk or a filesystem quota is full (`ENOSPC`, `EDQUOT`).
     #[error("no space left for the snapshot: {0}")]
     StorageFull(io::Error),
+    /// The object store is down, slow, or answering errors; trying again later may work.
+    #[error("the object store is unavailable: {0}")]
+    Unavailable(String),
     #[error(transparent)]
     Io(io::Error),
 }
@@ -94,8 +103,16 @@ impl From<io::Error> for StoreError {
     }
 }
 
-/// Limits on what the data directory may hold, counted in snapshot file bytes; `None`: no
-/// limit.
+/// Where the snapshots live (`SNAPKEEP_STORAGE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// A data directory, with fsync on or off.
+    Dir { root: PathBuf, fsync: bool },
+    /// An S3-compatible bucket.
+    S3(S3Settings),
+}
+
+/// Limits on what the store may hold, counted in snapshot bytes; `None`: no limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Quotas {
     /// Bytes of one session's snapshots.
@@ -125,11 +142,8 @@ pub struct Saved {
     pub pruned: Vec<SnapshotId>,
 }
 
-/// Snapshots up to this size are read whole in one go; larger ones are streamed.
-const READ_WHOLE_UP_TO: u64 = 256 * 1024;
-
-/// A snapshot's content: a small one read whole (one trip to the blocking pool in all), a large
-/// one as a stream, so it is never held whole in memory.
+/// A snapshot's content: a small one whole (read in one go), a large one as a stream, so it is
+/// never held whole in memory.
 pub enum SnapshotBody {
     Whole(Bytes),
     Stream(Pin<Box<dyn AsyncRead + Send + Sync>>),
@@ -148,8 +162,8 @@ impl SnapshotBody {
 /// An opened snapshot.
 pub struct Snapshot {
     pub info: SnapshotInfo,
-    /// False when the content no longer matches the digest in its id: the file was edited or
-    /// corrupted on disk.
+    /// False when the content no longer matches the digest in its id: it was edited or
+    /// corrupted where it is stored.
     pub intact: bool,
     pub body: SnapshotBody,
 }
@@ -170,14 +184,12 @@ pub enum Which {
 
 #[derive(Debug)]
 pub struct Store {
-    disk: Arc<Disk>,
+    backend: Arc<Backend>,
     retention: Retention,
     quotas: Quotas,
-    /// Bytes and sessions on disk: for the quotas, and for whoever reports on the store.
+    /// Bytes and sessions stored: for the quotas, and for whoever reports on the store.
     usage: Arc<Usage>,
     locks: SessionLocks,
-    /// Each session's newest small snapshot, kept while inotify reports no change to it.
-    latest: Arc<LatestCache>,
     patching: tokio::sync::Semaphore,
     /// Every write and delete holds a permit while it runs; [`Store::close`] takes them all.
     gate: Arc<tokio::sync::Semaphore>,
@@ -186,30 +198,46 @@ pub struct Store {
 }
 
 impl Store {
-    /// A store over the data directory `root`. Nothing is touched until [`Store::prepare`].
-    pub fn new(root: PathBuf, fsync: bool, retention: Retention, quotas: Quotas) -> Self {
+    /// A store over `storage`. Nothing is touched until [`Store::create`] (a bucket is not even
+    /// reached: an unreachable one makes requests fail, not the start).
+    pub fn new(storage: &Storage, retention: Retention, quotas: Quotas) -> Self {
+        let backend = match storage {
+            Storage::Dir { root, fsync } => Backend::Dir(dir::Dir::new(root.clone(), *fsync)),
+            Storage::S3(settings) => Backend::S3(s3::S3::new(settings)),
+        };
         Self {
-            disk: Arc::new(Disk::new(root, fsync)),
+            backend: Arc::new(backend),
             retention,
             quotas,
             usage: Arc::default(),
             locks: SessionLocks::default(),
-            latest: Arc::default(),
             patching: tokio::sync::Semaphore::new(PATCHES_AT_ONCE),
             gate: Arc::new(tokio::sync::Semaphore::new(GATE_CAPACITY as usize)),
             held: std::sync::Mutex::default(),
         }
     }
 
-    /// Snapshot bytes and sessions on disk, as counted at start and kept current since.
+    /// Where the snapshots are: a path, or an `s3://` URL.
+    pub fn location(&self) -> String {
+        self.backend.location()
+    }
+
+    /// Whether start-up must clean up before the first write ([`Store::hold_writes`],
+    /// [`Store::prepare`]): a data directory may hold a crash's temp files, which only a
+    /// store that nothing writes to yet can tell from a write in progress. A bucket's leftovers
+    /// are told by their age, so its sweep runs beside the writes.
+    pub fn needs_preparation(&self) -> bool {
+        matches!(*self.backend, Backend::Dir(_))
+    }
+
+    /// Snapshot bytes and sessions, as counted at start and kept current since.
     pub fn counts(&self) -> Counts {
         self.usage.get()
     }
 
-    /// Reads of a session's latest snapshot answered from memory (nothing in its directory or
-    /// file changed since it was read) rather than from disk.
+    /// Reads of a session's latest snapshot answered from memory rather than from storage.
     pub fn latest_reads_from_memory(&self) -> u64 {
-        self.latest.hits()
+        self.backend.latest_reads_from_memory()
     }
 
     /// Waits for the writes and deletes in flight to finish, and lets no new one start (they
@@ -231,10 +259,10 @@ impl Store {
             .map_err(|_| StoreError::ShuttingDown)
     }
 
-    /// Creates the data directory if needed and proves it can be listed. Call before serving.
+    /// Creates the data directory if needed and proves it can be listed (nothing for a
+    /// bucket). Call before serving.
     pub async fn create(&self) -> Result<(), StoreError> {
-        let disk = self.disk.clone();
-        blocking(move || Ok(disk.create()?)).await
+        self.backend.create().await
     }
 
     /// Holds every write and delete back (reads go on) until [`Store::prepare`] succeeds: what
@@ -249,16 +277,22 @@ impl Store {
         self.held_permits().is_some()
     }
 
-    /// Removes the temp files of a crashed run and counts what the directory holds, then lets
-    /// the writes held by [`Store::hold_writes`] go: neither step can race a write. Returns how
-    /// many temp files were removed. Reads are served meanwhile. On failure writes stay held;
+    /// Removes what crashed writes left and counts what the store holds, then lets the writes
+    /// held by [`Store::hold_writes`] go: neither step can race a write. Returns how many
+    /// leftovers were removed. Reads are served meanwhile. On failure writes stay held;
     /// [`Store::refuse_writes`] turns them away.
     pub async fn prepare(&self) -> Result<usize, StoreError> {
-        let disk = self.disk.clone();
-        let removed = blocking(move || Ok(disk.remove_leftovers()?)).await?;
+        let removed = self.backend.sweep(true).await?;
         self.recount().await?;
         self.held_permits().take();
         Ok(removed)
+    }
+
+    /// Removes what killed writes left in a bucket, once it is old enough to be no write in
+    /// progress (nothing for a data directory, whose leftovers start-up removes). Returns how
+    /// many.
+    pub async fn sweep(&self) -> Result<usize, StoreError> {
+        self.backend.sweep(false).await
     }
 
     /// Lets no write or delete start again, those waiting included ([`StoreError::ShuttingDown`]):
@@ -272,62 +306,76 @@ impl Store {
         self.held.lock().expect("held permits lock poisoned")
     }
 
-    /// Counts the snapshot bytes and sessions on disk again, so files added or removed by hand
-    /// are noticed. A count that overlapped a write or delete is dropped (it may have missed
-    /// it); the next one, a minute later, tries again.
+    /// Counts the snapshot bytes and sessions again, so what was added or removed by hand (or
+    /// by another instance) is noticed. A count that overlapped a write or delete of this
+    /// process is dropped (it may have missed it); the next one, a minute later, tries again.
     pub async fn recount(&self) -> Result<(), StoreError> {
-        let (usage, disk) = (self.usage.clone(), self.disk.clone());
-        blocking(move || {
-            let generation = usage.generation();
-            let counts = disk.count()?;
-            if !usage.set_if_unchanged(generation, counts) {
-                tracing::debug!("writes during the recount; keeping the booked counts");
-            }
-            Ok(())
-        })
-        .await
+        let generation = self.usage.generation();
+        let counts = self.backend.count().await?;
+        if !self.usage.set_if_unchanged(generation, counts) {
+            tracing::debug!("writes during the recount; keeping the booked counts");
+        }
+        Ok(())
     }
 
-    /// Whether the data directory can be read right now (for a read-only server, which must not
-    /// write even a probe).
+    /// Whether the store can be read right now (for a read-only server, which must not write
+    /// even a probe).
     pub async fn check_readable(&self) -> Result<(), StoreError> {
-        let disk = self.disk.clone();
-        blocking(move || Ok(disk.probe_readable()?)).await
+        self.backend.probe(false).await
     }
 
-    /// Whether a new file can be created in the data directory right now.
+    /// Whether something new can be created in the store right now.
     pub async fn check_writable(&self) -> Result<(), StoreError> {
-        let disk = self.disk.clone();
-        blocking(move || Ok(disk.probe_writable()?)).await
+        self.backend.probe(true).await
     }
 
     /// Saves `content` as the session's newest snapshot, unless it equals the latest one, then
     /// applies retention. Durable before it returns (when fsync is on). `precondition` is
-    /// checked against the latest snapshot in the same critical section as the write.
+    /// checked against the latest snapshot in the same transaction as the write.
     pub async fn save(
         &self,
         session: &SessionId,
         content: Bytes,
         precondition: Precondition,
     ) -> Result<Saved, StoreError> {
-        self.with_latest(session, precondition, move |_, _, _| {
-            Ok(Content::Bytes(content))
-        })
-        .await
+        self.save_content(session, Content::Bytes(content), None, precondition)
+            .await
     }
 
-    /// Saves a finished upload (see [`Store::spool`]) like [`Store::save`]: moved into place
-    /// with a rename, never read into memory.
+    /// Saves a finished upload (see [`Store::spool`]) like [`Store::save`], never reading it
+    /// into memory.
     pub async fn save_spooled(
         &self,
         session: &SessionId,
         upload: Spooled,
         precondition: Precondition,
     ) -> Result<Saved, StoreError> {
-        self.with_latest(session, precondition, move |_, _, _| {
-            Ok(Content::Spooled(upload))
-        })
-        .await
+        let sha256 = Some(upload.sha256.clone());
+        let content = Content::Upload(Arc::new(upload));
+        self.save_content(session, content, sha256, precondition)
+            .await
+    }
+
+    async fn save_content(
+        &self,
+        session: &SessionId,
+        content: Content,
+        mut sha256: Option<String>,
+        precondition: Precondition,
+    ) -> Result<Saved, StoreError> {
+        let rules = self.rules();
+        let done = self
+            .transact(session, Need::default(), move |view| {
+                // Hashed where the decision runs (off the async threads, for a directory).
+                let sha256 = sha256.get_or_insert_with(|| match &content {
+                    Content::Bytes(bytes) => sha256_hex(bytes),
+                    Content::Upload(upload) => upload.sha256.clone(),
+                });
+                let body = (content.clone(), sha256.clone());
+                plan::save(view, body, &precondition, &rules, OffsetDateTime::now_utc())
+            })
+            .await?;
+        Ok(saved(done))
     }
 
     /// Applies the JSON merge patch `patch` (RFC 7396) to the latest snapshot (or to an empty
@@ -343,75 +391,26 @@ impl Store {
         // A parsed document takes tens of times its size in memory (a 16 MiB array of small
         // numbers, ~900 MB): only a few patches may hold one at a time.
         let _permit = self.patching.acquire().await.expect("never closed");
-        self.with_latest(session, precondition, move |disk, session, latest| {
-            let mut document = match latest {
-                Some(id) => serde_json::from_slice(&disk.read(session, id)?)
-                    .map_err(StoreError::LatestNotJson)?,
-                None => serde_json::Value::Object(Default::default()),
-            };
-            crate::merge_patch::apply(&mut document, &patch);
-            let bytes = serde_json::to_vec(&document).expect("a Value always serializes");
-            match bytes.len() <= max_bytes {
-                true => Ok(Content::Bytes(bytes.into())),
-                false => Err(StoreError::TooLarge { limit: max_bytes }),
-            }
-        })
-        .await
-    }
-
-    /// The shared body of `save` and `patch`: under the session's lock, check `precondition`
-    /// against the latest snapshot, let `make` produce the new content from it, then save.
-    async fn with_latest<F>(
-        &self,
-        session: &SessionId,
-        precondition: Precondition,
-        make: F,
-    ) -> Result<Saved, StoreError>
-    where
-        F: FnOnce(&Disk, &SessionId, Option<&SnapshotId>) -> Result<Content, StoreError>
-            + Send
-            + 'static,
-    {
-        let pass = self.enter().await?;
-        let guard = self.locks.write(session).await;
-        let (disk, session) = (self.disk.clone(), session.clone());
-        let rules = Rules {
-            retention: self.retention,
-            quotas: self.quotas,
-            usage: self.usage.clone(),
+        let rules = self.rules();
+        let need = Need {
+            latest_content: true,
         };
-        // The guard moves into the blocking task: if the client goes away and this future is
-        // dropped, the lock is still held until the write has really finished.
-        blocking(move || {
-            let _held = (pass, guard);
-            // Names only: a write `stat`s just the snapshots it prunes (and all of them only
-            // when SNAPKEEP_MAX_SESSION_BYTES needs the session's total).
-            let ids = disk.ids(&session)?;
-            let newest = ids.iter().max();
-            if !precondition.holds(newest) {
-                // Rare enough to list again with sizes, in case the newest went meanwhile.
-                let entries = disk.entries(&session)?;
-                return Err(StoreError::PreconditionFailed {
-                    latest: self::newest(&entries).cloned(),
-                });
-            }
-            let content = make(&disk, &session, newest)?;
-            save_locked(&disk, &session, &content, &ids, &rules)
-        })
-        .await
+        let done = self
+            .transact(session, need, move |view| {
+                let content = patched(view, &precondition, &patch, max_bytes)?;
+                let sha256 = sha256_hex(&content);
+                let body = (Content::Bytes(content), sha256);
+                plan::save(view, body, &precondition, &rules, OffsetDateTime::now_utc())
+            })
+            .await?;
+        Ok(saved(done))
     }
 
     /// The session's snapshots, newest first; an unknown session has none.
     pub async fn list(&self, session: &SessionId) -> Result<Vec<SnapshotInfo>, StoreError> {
-        let guard = self.locks.read(session).await;
-        let (disk, session) = (self.disk.clone(), session.clone());
-        blocking(move || {
-            let _guard = guard;
-            let mut entries = disk.entries(&session)?;
-            entries.sort_unstable_by(|a, b| b.id.cmp(&a.id));
-            Ok(entries)
-        })
-        .await
+        let mut entries = self.backend.list(session).await?;
+        entries.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+        Ok(entries)
     }
 
     /// Opens one snapshot for streaming, after checking its content against its id's digest.
@@ -424,92 +423,14 @@ impl Store {
         which: Which,
         unless: Option<Expected>,
     ) -> Result<Opened, StoreError> {
-        if which == Which::Latest
-            && let Some(opened) = self.open_kept_latest(session, unless.as_ref())
+        let opened = self.backend.open(session, which, unless).await?;
+        if let Opened::Snapshot(snapshot) = &opened
+            && !snapshot.intact
         {
-            return Ok(opened);
+            let id = &snapshot.info.id;
+            tracing::warn!(%session, snapshot = %id, "snapshot content does not match its digest");
         }
-        // Shared with other readers; held until the file is open (an open file stays readable
-        // even if a later write prunes it).
-        let guard = self.locks.read(session).await;
-        let (disk, session) = (self.disk.clone(), session.clone());
-        let kept = self.latest.clone();
-        let opened = blocking(move || {
-            let _guard = guard;
-            // For the latest, the watches that let it be kept in memory once read.
-            let (mut file, mut info, ticket) = match which {
-                Which::Id(id) => {
-                    let (file, bytes) = disk.open(&session, &id).map_err(not_found)?;
-                    (file, SnapshotInfo { id, bytes }, None)
-                }
-                Which::Latest => {
-                    // Each watched before it is read: any change from here on ends the ticket.
-                    let ticket = kept.watch(&session, &disk.session_dir(&session));
-                    let id = disk.newest_id(&session)?.ok_or(StoreError::NotFound)?;
-                    let (file, bytes) = disk.open(&session, &id).map_err(not_found)?;
-                    // A large one is not kept: its ticket is let go at once. A small one's
-                    // content is read after its file's watch, and kept only if it matches
-                    // its digest, so what happened to the file since `open` does not matter.
-                    let ticket = ticket.filter(|_| bytes <= latest::KEEP_UP_TO).map(|mut t| {
-                        t.watch_file(&disk.snapshot_path(&session, &id));
-                        t
-                    });
-                    (file, SnapshotInfo { id, bytes }, ticket)
-                }
-            };
-            if unless.is_some_and(|tags| tags.matches(Some(&info.id))) {
-                return Ok(Err(info));
-            }
-            // The content is checked against the digest in its id on every read, so nothing
-            // edited or corrupted on disk is passed off as the snapshot that was saved. A
-            // large file takes one extra sequential read for it (from the page cache, usually).
-            let (intact, body) = if info.bytes <= READ_WHOLE_UP_TO {
-                let mut bytes = Vec::with_capacity(info.bytes as usize);
-                // Bounded: a file grown since its stat (edited in place) is read as it was.
-                (&mut file).take(info.bytes).read_to_end(&mut bytes)?;
-                info.bytes = bytes.len() as u64;
-                let intact = info.id.digest_matches(&sha256_hex(&bytes));
-                let bytes = Bytes::from(bytes);
-                if let Some(ticket) = ticket
-                    && intact
-                {
-                    let (info, content) = (info.clone(), bytes.clone());
-                    ticket.keep(latest::Entry { info, content });
-                }
-                (intact, SnapshotBody::Whole(bytes))
-            } else {
-                let intact = info.id.digest_matches(&sha256_hex_of(&mut file)?);
-                file.rewind()?;
-                let stream = Box::pin(tokio::fs::File::from_std(file));
-                (intact, SnapshotBody::Stream(stream))
-            };
-            if !intact {
-                tracing::warn!(%session, snapshot = %info.id, "snapshot content does not match its digest");
-            }
-            Ok(Ok(Snapshot { info, intact, body }))
-        })
-        .await?;
-        Ok(match opened {
-            Err(unchanged) => Opened::Unchanged(unchanged),
-            Ok(snapshot) => Opened::Snapshot(snapshot),
-        })
-    }
-
-    /// The latest answered from memory, if it is kept: nothing in its directory or file has
-    /// changed since it was read. Runs on the async thread: no lock, no listing, no `stat`.
-    fn open_kept_latest(&self, session: &SessionId, unless: Option<&Expected>) -> Option<Opened> {
-        let kept = self.latest.get(session)?;
-        let info = kept.info.clone();
-        Some(
-            match unless.is_some_and(|tags| tags.matches(Some(&info.id))) {
-                true => Opened::Unchanged(info),
-                false => Opened::Snapshot(Snapshot {
-                    info,
-                    intact: true,
-                    body: SnapshotBody::Whole(kept.content.clone()),
-                }),
-            },
-        )
+        Ok(opened)
     }
 
     /// Deletes one snapshot. `precondition` is checked against that snapshot's own id.
@@ -519,25 +440,13 @@ impl Store {
         id: &SnapshotId,
         precondition: Precondition,
     ) -> Result<(), StoreError> {
-        let pass = self.enter().await?;
-        let guard = self.locks.write(session).await;
-        let (disk, session, id) = (self.disk.clone(), session.clone(), id.clone());
-        let usage = self.usage.clone();
-        blocking(move || {
-            let _held = (pass, guard);
-            let entries = disk.entries(&session)?;
-            let target = entries.iter().find(|e| e.id == id);
-            if !precondition.holds(target.map(|e| &e.id)) {
-                let latest = newest(&entries).cloned();
-                return Err(StoreError::PreconditionFailed { latest });
-            }
-            disk.remove(&session, &id).map_err(not_found)?;
-            if let Some(target) = target {
-                usage.remove(target.bytes, u64::from(entries.len() == 1));
-            }
-            Ok(())
-        })
-        .await
+        let id = id.clone();
+        let done = self
+            .transact(session, Need::default(), move |view| {
+                plan::delete(view, &id, &precondition)
+            })
+            .await?;
+        self.removed(done)
     }
 
     /// Deletes every snapshot of the session; an unknown session is not an error.
@@ -547,37 +456,109 @@ impl Store {
         session: &SessionId,
         precondition: Precondition,
     ) -> Result<(), StoreError> {
+        let done = self
+            .transact(session, Need::default(), move |view| {
+                plan::delete_session(view, &precondition)
+            })
+            .await?;
+        self.removed(done)
+    }
+
+    fn rules(&self) -> Rules {
+        Rules {
+            retention: self.retention,
+            quotas: self.quotas,
+            usage: self.usage.clone(),
+        }
+    }
+
+    /// Books what a committed removal took away; a snapshot it could not remove is an error
+    /// (the next recount books whatever did go).
+    fn removed(&self, done: Done<Removed>) -> Result<(), StoreError> {
+        if let Some(stuck) = done.not_removed.first() {
+            return Err(StoreError::Io(io::Error::other(format!(
+                "could not remove snapshot {stuck}"
+            ))));
+        }
+        self.usage.remove(done.outcome.bytes, done.outcome.sessions);
+        Ok(())
+    }
+
+    /// Runs one transaction on `session` (see `seam.rs`). Writers of one session in this
+    /// process queue here first, which is cheaper than each of them waiting on the backend.
+    /// The transaction runs to its end in a task of its own, holding its pass through the stop
+    /// gate, even if the request that started it goes away: a change is either made whole, or
+    /// never made.
+    async fn transact<R, F>(
+        &self,
+        session: &SessionId,
+        need: Need,
+        decide: F,
+    ) -> Result<Done<R>, StoreError>
+    where
+        F: FnMut(&dyn View) -> Result<(Plan, R), StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
         let pass = self.enter().await?;
         let guard = self.locks.write(session).await;
-        let (disk, session) = (self.disk.clone(), session.clone());
-        let usage = self.usage.clone();
-        blocking(move || {
+        let (backend, session) = (self.backend.clone(), session.clone());
+        let task = tokio::spawn(async move {
             let _held = (pass, guard);
-            let entries = disk.entries(&session)?;
-            let latest = newest(&entries);
-            if !precondition.holds(latest.map(|e| &e.id)) {
-                return Err(StoreError::PreconditionFailed {
-                    latest: latest.cloned(),
-                });
-            }
-            disk.remove_session(&session)?;
-            let bytes = entries.iter().map(|e| e.bytes).sum();
-            usage.remove(bytes, u64::from(!entries.is_empty()));
-            Ok(())
-        })
-        .await
+            backend.transact(&session, need, decide).await
+        });
+        match task.await {
+            Ok(result) => result,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        }
     }
+}
+
+/// The patched document: `patch` applied to the latest snapshot (or to `{}`), if
+/// `precondition` holds and the result fits in `max_bytes`.
+fn patched(
+    view: &dyn View,
+    precondition: &Precondition,
+    patch: &serde_json::Value,
+    max_bytes: usize,
+) -> Result<Bytes, StoreError> {
+    let mut document = match plan::check(view, precondition)? {
+        Some(_) => {
+            serde_json::from_slice(&view.latest_content()?).map_err(StoreError::LatestNotJson)?
+        }
+        None => serde_json::Value::Object(Default::default()),
+    };
+    crate::merge_patch::apply(&mut document, patch);
+    let bytes = serde_json::to_vec(&document).expect("a Value always serializes");
+    match bytes.len() <= max_bytes {
+        true => Ok(bytes.into()),
+        false => Err(StoreError::TooLarge { limit: max_bytes }),
+    }
+}
+
+/// A committed save's answer, its quota booking settled: a snapshot it meant to prune that is
+/// still there is neither reported pruned nor let go of in the counts.
+fn saved(done: Done<SaveOutcome>) -> Saved {
+    let SaveOutcome {
+        mut saved,
+        booking,
+        pruned_bytes,
+    } = done.outcome;
+    let still_there = saved
+        .pruned
+        .iter()
+        .zip(&pruned_bytes)
+        .filter(|(id, _)| done.not_removed.contains(id))
+        .map(|(_, bytes)| bytes)
+        .sum();
+    saved.pruned.retain(|id| !done.not_removed.contains(id));
+    if let Some(booking) = booking {
+        booking.commit(still_there);
+    }
+    saved
 }
 
 fn newest(entries: &[SnapshotInfo]) -> Option<&SnapshotInfo> {
     entries.iter().max_by(|a, b| a.id.cmp(&b.id))
-}
-
-fn not_found(err: io::Error) -> StoreError {
-    match disk::no_session(&err) {
-        true => StoreError::NotFound,
-        false => err.into(),
-    }
 }
 
 /// Runs blocking filesystem work off the async threads.

@@ -67,8 +67,11 @@ async fn a_write_prunes_by_the_tiers_and_keeps_one_snapshot_per_day() {
 async fn idle_sessions_are_swept_soon_after_start_and_active_ones_stay() {
     let temp = tempfile::tempdir().unwrap();
     let data = temp.path().join("data");
-    seed(&data, "quiet", datetime!(2025-01-01 00:00 UTC), "[\"old\"]");
+    // The operator's notes were put there long ago too: any change in a session's directory
+    // counts as a use of it.
+    std::fs::create_dir_all(data.join("quiet")).unwrap();
     std::fs::write(data.join("quiet").join("NOTES.txt"), "operator's").unwrap();
+    seed(&data, "quiet", datetime!(2025-01-01 00:00 UTC), "[\"old\"]");
     let fresh = seed(&data, "active", OffsetDateTime::now_utc(), "[\"new\"]");
     let app = TestApp::with_dir(temp, data.clone(), &[("SNAPKEEP_SESSION_TTL", "90d")]).await;
 

@@ -109,19 +109,18 @@ async fn temp_files_of_a_crashed_run_are_removed_at_start_and_others_are_kept() 
 /// crash's) and the count (which could otherwise miss it), then goes through.
 #[tokio::test]
 async fn writes_wait_for_start_up_preparation_and_reads_do_not() {
-    use snapkeep::store::{Precondition, Quotas, Store, retain::Retention};
+    use snapkeep::store::{Precondition, Quotas, Storage, Store, retain::Retention};
     let temp = tempfile::tempdir().unwrap();
     let session = temp.path().join("s");
     std::fs::create_dir_all(&session).unwrap();
     std::fs::write(session.join(format!("{ID}.json")), "[\"kept\"]").unwrap();
     std::fs::write(session.join(format!(".{ID}.json.tmp")), "[\"half").unwrap();
     let retention = Retention::last(10.try_into().unwrap());
-    let store = std::sync::Arc::new(Store::new(
-        temp.path().to_owned(),
-        false,
-        retention,
-        Quotas::default(),
-    ));
+    let storage = Storage::Dir {
+        root: temp.path().to_owned(),
+        fsync: false,
+    };
+    let store = std::sync::Arc::new(Store::new(&storage, retention, Quotas::default()));
     store.create().await.unwrap();
     store.hold_writes();
     assert!(store.preparing());

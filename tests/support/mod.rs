@@ -111,8 +111,8 @@ impl Drop for Server {
     }
 }
 
-/// Places `content` in `data/<session>/` as snapkeep would have saved it at `at`, file dated
-/// `at` as `cp -p` keeps it; returns its id.
+/// Places `content` in `data/<session>/` as snapkeep would have saved it at `at`, file and
+/// session directory dated `at` as `cp -p` keeps them; returns its id.
 pub fn seed(data: &Path, session: &str, at: OffsetDateTime, content: &str) -> String {
     let id = SnapshotId::next(at, None, &sha256_hex(content.as_bytes())).unwrap();
     let dir = data.join(session);
@@ -121,6 +121,10 @@ pub fn seed(data: &Path, session: &str, at: OffsetDateTime, content: &str) -> St
     std::fs::write(&path, content).unwrap();
     let file = std::fs::File::options().write(true).open(&path).unwrap();
     file.set_modified(at.into()).unwrap();
+    std::fs::File::open(&dir)
+        .unwrap()
+        .set_modified(at.into())
+        .unwrap();
     id.to_string()
 }
 

@@ -21,9 +21,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 
-use super::SnapshotInfo;
-use super::name::SessionId;
-use super::watch::{Ended, Watch, Watches};
+use super::watch::{Ended, Kind, Watch, Watches};
+use crate::store::SnapshotInfo;
+use crate::store::name::SessionId;
 
 /// Only snapshots up to this size are kept.
 pub const KEEP_UP_TO: u64 = 64 * 1024;
@@ -120,7 +120,7 @@ impl LatestCache {
     /// watched, and what is read will not be kept.
     pub fn watch(self: &Arc<Self>, session: &SessionId, dir: &Path) -> Option<Ticket> {
         let root = self.watch_root(dir.parent()?)?;
-        let dir = self.add(session, dir)?;
+        let dir = self.add(session, dir, Kind::Dir)?;
         Some(Ticket {
             cache: self.clone(),
             session: session.clone(),
@@ -135,16 +135,16 @@ impl LatestCache {
         let mut state = self.lock();
         self.take_changes(&mut state);
         if state.root.is_none() {
-            state.root = self.watches.add_place(root);
+            state.root = self.watches.add(root, Kind::Place);
         }
         state.root
     }
 
     /// Places (or shares) the watch of `path` and holds it. Under the lock, so that nothing
     /// can let go of the kernel's watch between its placing and its holding.
-    fn add(&self, session: &SessionId, path: &Path) -> Option<Watch> {
+    fn add(&self, session: &SessionId, path: &Path, kind: Kind) -> Option<Watch> {
         let mut state = self.lock();
-        let watch = self.watches.add(path)?;
+        let watch = self.watches.add(path, kind)?;
         let watched = state.watched.entry(watch).or_insert_with(|| Watched {
             session: session.clone(),
             holders: 0,
@@ -236,7 +236,7 @@ impl Ticket {
     /// Also watches the latest's file, before it is read: a write through another name (a
     /// hard link) changes no directory, only the file. Without this watch nothing is kept.
     pub fn watch_file(&mut self, file: &Path) {
-        self.pair.file = self.cache.add(&self.session, file);
+        self.pair.file = self.cache.add(&self.session, file, Kind::File);
     }
 
     /// Keeps `entry` as the session's latest, if both watches are unbroken, it is small

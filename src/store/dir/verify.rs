@@ -2,38 +2,18 @@
 //! report what is not as snapkeep left it. Reads only; changes nothing.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use walkdir::WalkDir;
 
 use super::disk::{is_top_level_temp, parse_snapshot_name, parse_temp_name};
-use super::name::{SessionId, sha256_hex_of};
+use crate::store::Report;
+use crate::store::name::{SessionId, sha256_hex_of};
 
 /// A temp file younger than this may belong to a write in progress (a server running next to
 /// `verify`), so it is not reported as left by a crash.
 const IN_FLIGHT: Duration = Duration::from_secs(60);
-
-/// What a walk of the data directory found. Paths are relative to the data directory.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Report {
-    /// Snapshots whose digest matches their id.
-    pub good: usize,
-    /// Snapshot files whose content no longer matches the digest in their name.
-    pub corrupt: Vec<PathBuf>,
-    /// Temp files left by a crashed write (removed at the server's next start).
-    pub temp: Vec<PathBuf>,
-    /// Files and directories snapkeep did not make (left alone, never served).
-    pub stray: Vec<PathBuf>,
-}
-
-impl Report {
-    /// Whether anything needs an operator: a corrupt snapshot or a crash's leftover. Stray
-    /// files are reported but fine: the contract lets them live beside the snapshots.
-    pub fn has_problems(&self) -> bool {
-        !self.corrupt.is_empty() || !self.temp.is_empty()
-    }
-}
 
 pub(super) fn verify(root: &Path) -> io::Result<Report> {
     // The walk forgives what vanishes under it, but not a data directory that is not there.

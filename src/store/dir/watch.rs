@@ -8,8 +8,7 @@
 //! the event before the change's own system call returns, so a change that was done before
 //! [`Watches::ended`] is called is in its answer.
 //!
-//! A [`Watches::add_place`] watch sees only its directory itself moved or removed (the data
-//! directory, whose entries change with every new session).
+//! Each watch is of a [`Kind`]: a directory's entries, a file, or only a directory's place.
 //!
 //! Elsewhere than Linux, or when the kernel refuses (too many watches), there is no watch, and
 //! the caller keeps nothing that would need one.
@@ -20,6 +19,20 @@ use std::sync::OnceLock;
 /// One watch, until its first change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Watch(imp::Descriptor);
+
+/// What a watch looks out for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A directory's entries: a file in it created, written, renamed or removed; or the
+    /// directory itself removed or moved away. Not a change of attributes (the directory's own
+    /// times are set when its session is used, which changes no snapshot).
+    Dir,
+    /// A file written, truncated or touched, under whichever of its names.
+    File,
+    /// A directory moved or removed, and nothing else (the data directory, whose entries
+    /// change with every new session).
+    Place,
+}
 
 /// What [`Watches::ended`] found.
 #[derive(Debug, PartialEq, Eq)]
@@ -37,15 +50,10 @@ pub struct Watches {
 }
 
 impl Watches {
-    /// Starts watching `path`, a directory or a file; `None` when it cannot be watched
-    /// (gone, or no watches to be had).
-    pub fn add(&self, path: &Path) -> Option<Watch> {
-        self.inotify().as_ref()?.add(path, false)
-    }
-
-    /// Starts watching a directory for being moved or removed, and nothing else.
-    pub fn add_place(&self, dir: &Path) -> Option<Watch> {
-        self.inotify().as_ref()?.add(dir, true)
+    /// Starts watching `path`; `None` when it cannot be watched (gone, or no watches to be
+    /// had).
+    pub fn add(&self, path: &Path, kind: Kind) -> Option<Watch> {
+        self.inotify().as_ref()?.add(path, kind)
     }
 
     fn inotify(&self) -> &Option<imp::Inotify> {
@@ -89,7 +97,7 @@ mod imp {
     use nix::errno::Errno;
     use nix::sys::inotify::{AddWatchFlags as Flags, InitFlags};
 
-    use super::{Ended, Watch};
+    use super::{Ended, Kind, Watch};
 
     pub type Descriptor = nix::sys::inotify::WatchDescriptor;
 
@@ -108,17 +116,20 @@ mod imp {
             }
         }
 
-        pub fn add(&self, path: &Path, place_only: bool) -> Option<Watch> {
+        pub fn add(&self, path: &Path, kind: Kind) -> Option<Watch> {
             let place = Flags::IN_DELETE_SELF | Flags::IN_MOVE_SELF;
-            // Every change of content, name or attributes; reads (access, open) are none.
+            // Every change of content or name; reads (access, open) are none.
             let changes = Flags::IN_CREATE
                 | Flags::IN_DELETE
                 | Flags::IN_MOVED_FROM
                 | Flags::IN_MOVED_TO
                 | Flags::IN_MODIFY
-                | Flags::IN_ATTRIB
                 | Flags::IN_CLOSE_WRITE;
-            let mask = if place_only { place } else { place | changes };
+            let mask = match kind {
+                Kind::Place => place,
+                Kind::Dir => place | changes,
+                Kind::File => place | changes | Flags::IN_ATTRIB,
+            };
             self.0
                 .add_watch(path, mask | Flags::IN_ONESHOT)
                 .ok()
@@ -166,7 +177,7 @@ mod imp {
 mod imp {
     use std::path::Path;
 
-    use super::{Ended, Watch};
+    use super::{Ended, Kind, Watch};
 
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     pub enum Descriptor {}
@@ -179,7 +190,7 @@ mod imp {
             None
         }
 
-        pub fn add(&self, _: &Path, _: bool) -> Option<Watch> {
+        pub fn add(&self, _: &Path, _: Kind) -> Option<Watch> {
             None
         }
 

@@ -2,23 +2,20 @@
 //! (the store runs it in `spawn_blocking`).
 //!
 //! Layout: `<root>/<session>/<snapshot id>.json`. While a write is under way its bytes sit in
-//! `<root>/<session>/.<snapshot id>.json.tmp`. The directory is the whole truth: files added,
-//! edited or deleted by hand are seen on the next request (the one thing kept in memory, each
-//! session's newest snapshot, is dropped when inotify reports a change: see `latest.rs`).
-//! Only names that parse as snapkeep's own are ever listed, renamed or removed.
+//! `<root>/<session>/.<snapshot id>.json.tmp` (or, for a large upload, in
+//! `<root>/.snapkeep-upload-*.tmp`). Only names that parse as snapkeep's own are ever listed,
+//! renamed or removed.
 
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
 
 use walkdir::WalkDir;
 
-use super::SnapshotInfo;
 use super::atomic;
-use super::name::{SessionId, SnapshotId};
-use super::usage::Counts;
+use crate::store::name::{SessionId, SnapshotId};
+use crate::store::{Counts, SnapshotInfo};
 
 const SNAPSHOT_SUFFIX: &str = ".json";
 const TEMP_SUFFIX: &str = ".json.tmp";
@@ -142,30 +139,16 @@ impl Disk {
         Ok((file, meta.len()))
     }
 
-    /// When the snapshot file was last touched (written, or saved again unchanged).
-    pub fn modified(&self, session: &SessionId, id: &SnapshotId) -> io::Result<SystemTime> {
-        fs::metadata(self.snapshot_path(session, id))?.modified()
-    }
-
-    /// Marks the snapshot as saved again just now (its bytes stay as they are).
-    pub fn touch(&self, session: &SessionId, id: &SnapshotId) -> io::Result<()> {
-        let file = File::options()
-            .write(true)
-            .open(self.snapshot_path(session, id))?;
-        file.set_modified(SystemTime::now())
-    }
-
     pub fn read(&self, session: &SessionId, id: &SnapshotId) -> io::Result<Vec<u8>> {
         fs::read(self.snapshot_path(session, id))
     }
 
-    /// Writes a new snapshot durably (see [`atomic`]), creating the session's directory first
-    /// if needed; a directory made for a write that then fails is removed again.
+    /// Writes a new snapshot durably (see [`atomic`]) into the session's directory, which
+    /// exists (the session's lock made it).
     pub fn write(&self, session: &SessionId, id: &SnapshotId, bytes: &[u8]) -> io::Result<()> {
-        self.in_session_dir(session, |dir| {
-            let temp_name = format!(".{id}{TEMP_SUFFIX}");
-            atomic::write(dir, &snapshot_name(id), &temp_name, bytes, self.fsync)
-        })
+        let temp_name = format!(".{id}{TEMP_SUFFIX}");
+        let dir = self.session_dir(session);
+        atomic::write(&dir, &snapshot_name(id), &temp_name, bytes, self.fsync)
     }
 
     /// Creates a file for a large upload to stream into, at the top of the data directory
@@ -182,40 +165,26 @@ impl Disk {
     /// Makes a finished upload (written and, with fsync on, synced) the snapshot `id`: one
     /// rename into the session's directory, then both directories are synced.
     pub fn install(&self, session: &SessionId, id: &SnapshotId, upload: &Path) -> io::Result<()> {
-        self.in_session_dir(session, |dir| {
-            fs::rename(upload, dir.join(snapshot_name(id)))?;
-            if self.fsync {
-                atomic::sync_dir(dir)?;
-                atomic::sync_dir(&self.root)?;
-            }
-            Ok(())
-        })
+        let dir = self.session_dir(session);
+        fs::rename(upload, dir.join(snapshot_name(id)))?;
+        if self.fsync {
+            atomic::sync_dir(&dir)?;
+            atomic::sync_dir(&self.root)?;
+        }
+        Ok(())
     }
 
-    /// Runs `work` in the session's directory, creating it first if needed (durably); a
-    /// directory made for work that then fails is removed again.
-    fn in_session_dir(
-        &self,
-        session: &SessionId,
-        work: impl FnOnce(&Path) -> io::Result<()>,
-    ) -> io::Result<()> {
-        let dir = self.session_dir(session);
-        let created = !dir.is_dir();
-        if created {
-            if dir.exists() {
-                // A file snapkeep did not make has the session's name: leave it alone.
-                return Err(io::ErrorKind::NotADirectory.into());
-            }
-            fs::create_dir_all(&dir)?;
+    /// Makes a session directory just created durable (its entry in the data directory).
+    pub fn sync_new_session(&self) -> io::Result<()> {
+        match self.fsync {
+            true => atomic::sync_dir(&self.root),
+            false => Ok(()),
         }
-        let done = match created && self.fsync {
-            true => atomic::sync_dir(&self.root).and_then(|()| work(&dir)),
-            false => work(&dir),
-        };
-        if done.is_err() && created {
-            let _ = fs::remove_dir(&dir);
-        }
-        done
+    }
+
+    /// Whether fsync is on.
+    pub fn fsync(&self) -> bool {
+        self.fsync
     }
 
     pub fn remove(&self, session: &SessionId, id: &SnapshotId) -> io::Result<()> {

@@ -76,8 +76,7 @@ pub async fn serve(
         .header_read_timeout(header_timeout);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
-    let prepare = config.enabled && app.store.needs_preparation();
-    let mut preparation = prepare.then(|| spawn_preparation(&app));
+    let mut preparation = config.enabled.then(|| spawn_preparation(&app));
     let mut unusable = None;
 
     loop {
@@ -175,17 +174,27 @@ async fn accept(
     }
 }
 
-/// Removes a crash's temp files and counts the data directory in the background, holding
+/// Removes a crash's temp files and counts what the store holds in the background, holding
 /// writes and deletes back until it is done: reads are served from the first moment, however
 /// many snapshots there are (with 100,000, the walk takes a few hundred milliseconds). The
-/// receiver gets the error if it fails, and the server stops.
+/// receiver gets the error if it fails, and the server stops; an object store that does not
+/// answer is tried again every second instead (its writes answer 503 meanwhile).
 fn spawn_preparation(app: &AppState) -> oneshot::Receiver<StoreError> {
     app.store.hold_writes();
     let (failed, receiver) = oneshot::channel();
     let app = app.clone();
     tokio::spawn(async move {
         let started = std::time::Instant::now();
-        match app.store.prepare().await {
+        let prepared = loop {
+            match app.store.prepare().await {
+                Err(StoreError::Unavailable(why)) => {
+                    tracing::warn!(error = %why, "the object store is unavailable; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                other => break other,
+            }
+        };
+        match prepared {
             Ok(removed) => {
                 if removed > 0 {
                     tracing::info!(removed, "removed temp files left by an earlier crash");
@@ -195,7 +204,8 @@ fn spawn_preparation(app: &AppState) -> oneshot::Receiver<StoreError> {
                     sessions = counts.sessions,
                     bytes = counts.bytes,
                     millis = started.elapsed().as_millis() as u64,
-                    "data directory ready: writes are accepted"
+                    "{} ready: writes are accepted",
+                    app.store.location()
                 );
             }
             Err(err) => {
@@ -231,20 +241,21 @@ fn spawn_housekeeping(app: &AppState) {
                 expire_idle_sessions(&app, ttl).await;
             }
             // A read-only server deletes nothing, a bucket's leftovers included.
-            if !app.store.needs_preparation() && !app.config.access.read_only && minute % 60 == 0 {
-                sweep_bucket(&app).await;
+            if !app.config.access.read_only && minute % 60 == 0 {
+                sweep_leftovers(&app).await;
             }
-            // A directory's start-up has just counted; from the second tick on, notice hand
-            // edits. A bucket is counted here from the first.
-            let counted = std::mem::take(&mut first) && app.store.needs_preparation();
-            if !counted && let Err(err) = app.store.recount().await {
+            // Start-up has just counted; from the second tick on, notice hand edits and other
+            // instances' writes.
+            if !std::mem::take(&mut first)
+                && let Err(err) = app.store.recount().await
+            {
                 tracing::warn!(error = %err, "could not count what the store holds");
             }
         }
     });
 }
 
-async fn sweep_bucket(app: &AppState) {
+async fn sweep_leftovers(app: &AppState) {
     match app.store.sweep().await {
         Ok(0) => {}
         Ok(removed) => tracing::info!(removed, "swept objects that killed writes left"),

@@ -183,14 +183,15 @@ impl ApiError {
             Preparing => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_ready",
-                "Start-up is still preparing the data directory (removing a crash's temp files, \
-                 counting snapshots); reads are served, writes wait until it is done."
+                "Start-up is still preparing the storage (removing a crash's temp files, counting \
+                 snapshots); reads are served, writes wait until it is done."
                     .into(),
             ),
             NotReady => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_ready",
-                "The data directory cannot be used (written to, or read from when read-only)."
+                "The storage cannot be used (written to, or read from when read-only): the data \
+                 directory, or the bucket."
                     .into(),
             ),
             InsufficientStorage => (

@@ -222,14 +222,6 @@ impl Store {
         self.backend.location()
     }
 
-    /// Whether start-up must clean up before the first write ([`Store::hold_writes`],
-    /// [`Store::prepare`]): a data directory may hold a crash's temp files, which only a
-    /// store that nothing writes to yet can tell from a write in progress. A bucket's leftovers
-    /// are told by their age, so its sweep runs beside the writes.
-    pub fn needs_preparation(&self) -> bool {
-        matches!(*self.backend, Backend::Dir(_))
-    }
-
     /// Snapshot bytes and sessions, as counted at start and kept current since.
     pub fn counts(&self) -> Counts {
         self.usage.get()
@@ -250,8 +242,15 @@ impl Store {
         self.gate.close();
     }
 
-    /// A pass through the stop gate, held for the whole of one write or delete.
+    /// A pass through the stop gate, held for the whole of one write or delete. While start-up
+    /// prepares a data directory, writes wait (it takes a moment, on local disk); a bucket that
+    /// has not been counted yet is one that did not answer, so they are turned away.
     async fn enter(&self) -> Result<tokio::sync::OwnedSemaphorePermit, StoreError> {
+        if matches!(*self.backend, Backend::S3(_)) && self.preparing() {
+            return Err(StoreError::Unavailable(
+                "the bucket has not answered since the start".into(),
+            ));
+        }
         self.gate
             .clone()
             .acquire_owned()

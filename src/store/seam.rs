@@ -169,12 +169,16 @@ impl Backend {
     }
 
     /// Removes what crashed or killed writes left; returns how many. `at_start`: nothing else
-    /// of this process writes yet, so the directory's temp files are surely a crash's.
+    /// of this process writes yet, so the directory's temp files are surely a crash's; later,
+    /// a bucket's objects that no head lists and that are old enough to be no write in
+    /// progress.
     pub async fn sweep(&self, at_start: bool) -> Result<usize, StoreError> {
         match self {
             Backend::Dir(dir) if at_start => dir.sweep().await,
-            Backend::Dir(_) => Ok(0),
-            Backend::S3(s3) => s3.sweep().await,
+            Backend::S3(s3) if !at_start => s3.sweep().await,
+            // A bucket's sweep is slow (every head is read) and safe beside writes: it runs
+            // in the background, not before the first write.
+            _ => Ok(0),
         }
     }
 

@@ -231,7 +231,7 @@ async fn check_matrix(mode: Mode, table: [(Credential, Outcome); 8]) {
     }
 }
 
-#[tokio::test]
+both!(with_no_credentials_configured_every_request_reaches_every_route);
 async fn with_no_credentials_configured_every_request_reaches_every_route() {
     check_matrix(
         Mode::Open,
@@ -249,7 +249,7 @@ async fn with_no_credentials_configured_every_request_reaches_every_route() {
     .await;
 }
 
-#[tokio::test]
+both!(with_only_an_operator_token_nothing_but_that_token_gets_in);
 async fn with_only_an_operator_token_nothing_but_that_token_gets_in() {
     check_matrix(
         Mode::TokenOnly,
@@ -268,7 +268,7 @@ async fn with_only_an_operator_token_nothing_but_that_token_gets_in() {
     .await;
 }
 
-#[tokio::test]
+both!(with_only_a_signing_key_a_session_token_reaches_its_own_session_and_nothing_else);
 async fn with_only_a_signing_key_a_session_token_reaches_its_own_session_and_nothing_else() {
     check_matrix(
         Mode::KeyOnly,
@@ -287,7 +287,7 @@ async fn with_only_a_signing_key_a_session_token_reaches_its_own_session_and_not
     .await;
 }
 
-#[tokio::test]
+both!(with_both_the_operator_token_reaches_everything_and_a_session_token_its_session);
 async fn with_both_the_operator_token_reaches_everything_and_a_session_token_its_session() {
     check_matrix(
         Mode::Both,
@@ -305,7 +305,7 @@ async fn with_both_the_operator_token_reaches_everything_and_a_session_token_its
     .await;
 }
 
-#[tokio::test]
+both!(health_readiness_and_status_stay_open_in_every_mode);
 async fn health_readiness_and_status_stay_open_in_every_mode() {
     for mode in Mode::ALL {
         let app = mode.spawn().await;
@@ -322,7 +322,7 @@ async fn health_readiness_and_status_stay_open_in_every_mode() {
     }
 }
 
-#[tokio::test]
+both!(a_401_asks_for_a_bearer_token_in_the_snapkeep_realm);
 async fn a_401_asks_for_a_bearer_token_in_the_snapkeep_realm() {
     let app = Mode::Both.spawn().await;
     let expired = bearer(&minted(KEY, "s", now() - 10));
@@ -341,7 +341,7 @@ async fn a_401_asks_for_a_bearer_token_in_the_snapkeep_realm() {
     }
 }
 
-#[tokio::test]
+both!(the_token_is_case_sensitive_but_the_bearer_scheme_is_not);
 async fn the_token_is_case_sensitive_but_the_bearer_scheme_is_not() {
     let app = Mode::TokenOnly.spawn().await;
     let get = |value: String| {
@@ -364,7 +364,7 @@ async fn the_token_is_case_sensitive_but_the_bearer_scheme_is_not() {
     }
 }
 
-#[tokio::test]
+both!(only_the_whole_token_sent_as_a_bearer_token_gets_in);
 async fn only_the_whole_token_sent_as_a_bearer_token_gets_in() {
     let app = Mode::TokenOnly.spawn().await;
     let refused = [
@@ -422,7 +422,7 @@ async fn changing_any_character_of_a_session_token_makes_it_401() {
     assert_eq!(response.status(), 401);
 }
 
-#[tokio::test]
+both!(a_session_token_works_until_it_expires);
 async fn a_session_token_works_until_it_expires() {
     let app = Mode::KeyOnly.spawn().await;
     let token = bearer(&minted(KEY, "s", now() + 2));
@@ -437,7 +437,7 @@ async fn a_session_token_works_until_it_expires() {
     assert_error(list().await.unwrap(), 401, "unauthorized").await;
 }
 
-#[tokio::test]
+both!(a_session_token_does_not_reach_a_session_that_only_looks_alike);
 async fn a_session_token_does_not_reach_a_session_that_only_looks_alike() {
     let app = Mode::KeyOnly.spawn().await;
     let token = bearer(&session_token("s"));
@@ -456,7 +456,7 @@ async fn a_session_token_does_not_reach_a_session_that_only_looks_alike() {
     assert!(app.tree().is_empty(), "a refused write created something");
 }
 
-#[tokio::test]
+both!(paths_that_only_look_different_do_not_get_around_the_token);
 async fn paths_that_only_look_different_do_not_get_around_the_token() {
     let app = Mode::TokenOnly.spawn().await;
     for path in [
@@ -492,14 +492,14 @@ async fn read_only_app(extra: &[(&str, &str)]) -> (TestApp, [String; 2]) {
     let writer = TestApp::with(&[("SNAPKEEP_FSYNC", "false")]).await;
     let first = writer.save("s", r#"{"v":1}"#).await;
     let second = writer.save("s", r#"{"v":2}"#).await;
-    let (temp, dir) = writer.stop().await;
+    let stopped = writer.stop().await;
     let mut vars = vec![("SNAPKEEP_FSYNC", "false"), ("SNAPKEEP_READ_ONLY", "true")];
     vars.extend_from_slice(extra);
-    let app = TestApp::with_dir(temp, dir, &vars).await;
+    let app = TestApp::restart(stopped, &vars).await;
     (app, [first, second])
 }
 
-#[tokio::test]
+both!(read_only_mode_keeps_every_read_working);
 async fn read_only_mode_keeps_every_read_working() {
     let (app, [first, second]) = read_only_app(&[]).await;
     assert_eq!(app.listed("s").await, [second.clone(), first.clone()]);
@@ -520,7 +520,7 @@ async fn read_only_mode_keeps_every_read_working() {
     assert_eq!(app.listed("unknown").await, Vec::<String>::new());
 }
 
-#[tokio::test]
+both!(read_only_mode_refuses_every_write_and_delete_with_503_and_changes_nothing);
 async fn read_only_mode_refuses_every_write_and_delete_with_503_and_changes_nothing() {
     let (app, [first, _]) = read_only_app(&[]).await;
     let before = app.tree();
@@ -545,7 +545,7 @@ async fn read_only_mode_refuses_every_write_and_delete_with_503_and_changes_noth
     assert_eq!(app.tree(), before);
 }
 
-#[tokio::test]
+both!(read_only_mode_still_asks_for_credentials_first);
 async fn read_only_mode_still_asks_for_credentials_first() {
     let (app, _) = read_only_app(&[("SNAPKEEP_TOKEN", OPERATOR)]).await;
     let before = app.tree();
@@ -573,7 +573,7 @@ async fn read_only_mode_still_asks_for_credentials_first() {
     assert_eq!(app.tree(), before);
 }
 
-#[tokio::test]
+both!(the_status_route_names_the_auth_mode);
 async fn the_status_route_names_the_auth_mode() {
     let expected = [
         (Mode::Open, "none"),
@@ -591,7 +591,7 @@ async fn the_status_route_names_the_auth_mode() {
     }
 }
 
-#[tokio::test]
+both!(the_status_route_says_when_the_server_is_read_only);
 async fn the_status_route_says_when_the_server_is_read_only() {
     let (app, _) = read_only_app(&[("SNAPKEEP_TOKEN", OPERATOR)]).await;
     let status = json(app.get(BASE).await).await;
@@ -600,7 +600,7 @@ async fn the_status_route_says_when_the_server_is_read_only() {
     assert_eq!(status["enabled"], true, "{status}");
 }
 
-#[tokio::test]
+both!(every_answer_carries_nosniff);
 async fn every_answer_carries_nosniff() {
     let app = Mode::TokenOnly.spawn().await;
     let operator = bearer(OPERATOR);

@@ -32,7 +32,7 @@ fn post(path: &str, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-#[tokio::test]
+both!(path_tricks_and_invalid_names_are_400);
 async fn path_tricks_and_invalid_names_are_400() {
     let (app, before) = seeded(&[]).await;
     let long = "a".repeat(129);
@@ -73,13 +73,13 @@ async fn path_tricks_and_invalid_names_are_400() {
     assert_eq!(app.tree(), before, "nothing on disk changed");
 }
 
-#[tokio::test]
+both!(a_session_of_exactly_128_characters_is_fine);
 async fn a_session_of_exactly_128_characters_is_fine() {
     let app = TestApp::spawn().await;
     app.save(&"a".repeat(128), "{}").await;
 }
 
-#[tokio::test]
+both!(invalid_json_is_400_with_line_and_column);
 async fn invalid_json_is_400_with_line_and_column() {
     let (app, before) = seeded(&[]).await;
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
@@ -104,7 +104,7 @@ async fn invalid_json_is_400_with_line_and_column() {
     assert_eq!(app.tree(), before, "nothing on disk changed");
 }
 
-#[tokio::test]
+both!(a_body_of_exactly_the_limit_is_accepted_and_one_more_byte_is_413);
 async fn a_body_of_exactly_the_limit_is_accepted_and_one_more_byte_is_413() {
     let (app, before) = seeded(&[("SNAPKEEP_MAX_BODY_BYTES", "64")]).await;
     let exact = format!("\"{}\"", "x".repeat(62));
@@ -118,7 +118,7 @@ async fn a_body_of_exactly_the_limit_is_accepted_and_one_more_byte_is_413() {
     assert_eq!(app.post("s", exact).await.status(), 201);
 }
 
-#[tokio::test]
+both!(a_declared_length_over_the_limit_is_refused_before_the_body_is_sent);
 async fn a_declared_length_over_the_limit_is_refused_before_the_body_is_sent() {
     let (app, before) = seeded(&[("SNAPKEEP_MAX_BODY_BYTES", "1024")]).await;
     let mut stream = TcpStream::connect(app.addr).await.unwrap();
@@ -134,7 +134,7 @@ async fn a_declared_length_over_the_limit_is_refused_before_the_body_is_sent() {
     assert_eq!(app.tree(), before);
 }
 
-#[tokio::test]
+both!(a_chunked_body_is_cut_off_at_the_limit_without_reading_the_rest);
 async fn a_chunked_body_is_cut_off_at_the_limit_without_reading_the_rest() {
     let (app, before) = seeded(&[("SNAPKEEP_MAX_BODY_BYTES", "1024")]).await;
     let mut stream = TcpStream::connect(app.addr).await.unwrap();
@@ -154,7 +154,7 @@ async fn a_chunked_body_is_cut_off_at_the_limit_without_reading_the_rest() {
     assert_eq!(app.tree(), before);
 }
 
-#[tokio::test]
+both!(other_content_types_and_encodings_are_415);
 async fn other_content_types_and_encodings_are_415() {
     let (app, before) = seeded(&[]).await;
     for content_type in [
@@ -193,7 +193,7 @@ async fn other_content_types_and_encodings_are_415() {
     assert_eq!(app.tree(), before, "nothing on disk changed");
 }
 
-#[tokio::test]
+both!(no_client_mistake_is_a_500);
 async fn no_client_mistake_is_a_500() {
     let app = TestApp::spawn().await;
     let requests = [

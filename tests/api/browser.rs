@@ -23,7 +23,7 @@ fn header(response: &reqwest::Response, name: reqwest::header::HeaderName) -> St
     }
 }
 
-#[tokio::test]
+both!(the_client_module_is_served_as_javascript_with_an_etag);
 async fn the_client_module_is_served_as_javascript_with_an_etag() {
     let app = TestApp::spawn().await;
     let response = app.get("/snapkeep.js").await;
@@ -62,7 +62,7 @@ async fn the_client_module_is_served_as_javascript_with_an_etag() {
     assert_eq!(header(&under_base, ETAG), etag);
 }
 
-#[tokio::test]
+both!(the_client_module_follows_the_apis_cors_settings);
 async fn the_client_module_follows_the_apis_cors_settings() {
     let app = TestApp::with(&[("SNAPKEEP_CORS_ORIGINS", "https://app.example")]).await;
     let from = |origin: &'static str| {
@@ -80,7 +80,7 @@ async fn the_client_module_follows_the_apis_cors_settings() {
     assert_eq!(header(&refused, ACCESS_CONTROL_ALLOW_ORIGIN), "");
 }
 
-#[tokio::test]
+both!(the_page_is_served_at_the_root_and_under_the_base_with_the_base_written_in);
 async fn the_page_is_served_at_the_root_and_under_the_base_with_the_base_written_in() {
     let app = TestApp::with(&[("SNAPKEEP_BASE_PATH", "/app/state")]).await;
     for path in ["/", "/app/state/_ui"] {
@@ -130,7 +130,7 @@ async fn sessions_lists_each_session_with_count_bytes_and_newest() {
     assert!(sessions[2]["newest"].is_null());
 }
 
-#[tokio::test]
+both!(with_tokens_sessions_needs_the_operator_and_the_page_stays_open);
 async fn with_tokens_sessions_needs_the_operator_and_the_page_stays_open() {
     let app = TestApp::with(&[("SNAPKEEP_TOKEN", OPERATOR), ("SNAPKEEP_SIGNING_KEY", KEY)]).await;
     let url = app.url(&format!("{BASE}/_sessions"));
@@ -170,7 +170,7 @@ async fn with_tokens_sessions_needs_the_operator_and_the_page_stays_open() {
     }
 }
 
-#[tokio::test]
+both!(sessions_is_readable_in_read_only_mode_and_off_when_disabled);
 async fn sessions_is_readable_in_read_only_mode_and_off_when_disabled() {
     let read_only = TestApp::with(&[("SNAPKEEP_READ_ONLY", "true")]).await;
     assert_eq!(
@@ -187,7 +187,7 @@ async fn sessions_is_readable_in_read_only_mode_and_off_when_disabled() {
     }
 }
 
-#[tokio::test]
+both!(underscore_names_are_no_sessions);
 async fn underscore_names_are_no_sessions() {
     let app = TestApp::spawn().await;
     // Shaped like a session's routes, so the session id is what is wrong.

@@ -55,7 +55,11 @@ async fn many_writers_to_one_session() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+both!(
+    concurrent_identical_writes_store_one_snapshot,
+    flavor = "multi_thread",
+    worker_threads = 4
+);
 async fn concurrent_identical_writes_store_one_snapshot() {
     let app = TestApp::spawn().await;
     let writes = (0..20).map(|_| {
@@ -80,7 +84,7 @@ async fn concurrent_identical_writes_store_one_snapshot() {
     assert_eq!(app.listed("same").await.len(), 1);
 }
 
-#[tokio::test]
+both!(sequential_writes_get_strictly_increasing_ids);
 async fn sequential_writes_get_strictly_increasing_ids() {
     let app = TestApp::with(&[("SNAPKEEP_RETAIN_LAST", "100")]).await;
     let mut previous = String::new();
@@ -91,7 +95,11 @@ async fn sequential_writes_get_strictly_increasing_ids() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+both!(
+    latest_is_never_404_while_writes_prune_under_it,
+    flavor = "multi_thread",
+    worker_threads = 4
+);
 async fn latest_is_never_404_while_writes_prune_under_it() {
     let app = TestApp::with(&[("SNAPKEEP_RETAIN_LAST", "1"), ("SNAPKEEP_FSYNC", "false")]).await;
     app.save("busy", "[0]").await;

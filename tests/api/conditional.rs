@@ -18,7 +18,7 @@ async fn post_if(app: &TestApp, header: &str, value: &str, body: &str) -> reqwes
         .unwrap()
 }
 
-#[tokio::test]
+both!(if_match_with_the_latest_id_writes);
 async fn if_match_with_the_latest_id_writes() {
     let app = TestApp::spawn().await;
     let first = app.save("s", "[1]").await;
@@ -26,7 +26,7 @@ async fn if_match_with_the_latest_id_writes() {
     assert_eq!(response.status(), 201);
 }
 
-#[tokio::test]
+both!(if_match_with_a_stale_id_is_412_with_the_latest_and_writes_nothing);
 async fn if_match_with_a_stale_id_is_412_with_the_latest_and_writes_nothing() {
     let app = TestApp::spawn().await;
     let first = app.save("s", "[1]").await;
@@ -46,7 +46,7 @@ async fn if_match_with_a_stale_id_is_412_with_the_latest_and_writes_nothing() {
     assert_eq!(app.tree(), before);
 }
 
-#[tokio::test]
+both!(if_match_takes_a_list_and_ignores_weak_tags);
 async fn if_match_takes_a_list_and_ignores_weak_tags() {
     let app = TestApp::spawn().await;
     let id = app.save("s", "[1]").await;
@@ -61,7 +61,7 @@ async fn if_match_takes_a_list_and_ignores_weak_tags() {
     assert_eq!(post_if(&app, "if-match", &weak, "[3]").await.status(), 412);
 }
 
-#[tokio::test]
+both!(if_match_star_needs_an_existing_snapshot);
 async fn if_match_star_needs_an_existing_snapshot() {
     let app = TestApp::spawn().await;
     let response = post_if(&app, "if-match", "*", "[1]").await;
@@ -76,7 +76,7 @@ async fn if_match_star_needs_an_existing_snapshot() {
     assert_eq!(post_if(&app, "if-match", "*", "[2]").await.status(), 201);
 }
 
-#[tokio::test]
+both!(if_none_match_star_writes_only_the_first_snapshot);
 async fn if_none_match_star_writes_only_the_first_snapshot() {
     let app = TestApp::spawn().await;
     assert_eq!(
@@ -89,7 +89,7 @@ async fn if_none_match_star_writes_only_the_first_snapshot() {
     assert_eq!(app.listed("s").await.len(), 1);
 }
 
-#[tokio::test]
+both!(a_malformed_if_match_is_400);
 async fn a_malformed_if_match_is_400() {
     let app = TestApp::spawn().await;
     let id = app.save("s", "[1]").await;
@@ -100,7 +100,11 @@ async fn a_malformed_if_match_is_400() {
     assert_eq!(app.listed("s").await.len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+both!(
+    of_racing_writers_with_the_same_if_match_exactly_one_wins,
+    flavor = "multi_thread",
+    worker_threads = 4
+);
 async fn of_racing_writers_with_the_same_if_match_exactly_one_wins() {
     let app = TestApp::spawn().await;
     let base = app.save("s", "{\"v\":0}").await;
@@ -136,7 +140,7 @@ async fn of_racing_writers_with_the_same_if_match_exactly_one_wins() {
     assert_eq!(app.listed("s").await, vec![winners[0].clone(), base]);
 }
 
-#[tokio::test]
+both!(delete_session_honours_if_match);
 async fn delete_session_honours_if_match() {
     let app = TestApp::spawn().await;
     let old = app.save("s", "[1]").await;
@@ -163,7 +167,7 @@ async fn delete_session_honours_if_match() {
     assert!(app.listed("s").await.is_empty());
 }
 
-#[tokio::test]
+both!(delete_snapshot_compares_if_match_with_that_snapshots_own_etag);
 async fn delete_snapshot_compares_if_match_with_that_snapshots_own_etag() {
     let app = TestApp::spawn().await;
     let old = app.save("s", "[1]").await;
@@ -186,7 +190,7 @@ async fn delete_snapshot_compares_if_match_with_that_snapshots_own_etag() {
     assert_eq!(delete_old_if("*".into()).await.unwrap().status(), 412);
 }
 
-#[tokio::test]
+both!(if_none_match_on_reads_answers_304_without_a_body);
 async fn if_none_match_on_reads_answers_304_without_a_body() {
     let app = TestApp::spawn().await;
     let old = app.save("s", "[1]").await;

@@ -118,7 +118,7 @@ async fn get_from(app: &TestApp, path: &str, origin: &str) -> Response {
         .unwrap()
 }
 
-#[tokio::test]
+both!(a_listed_origin_gets_its_preflight_answered_for_every_method);
 async fn a_listed_origin_gets_its_preflight_answered_for_every_method() {
     let app = TestApp::with(&[("SNAPKEEP_CORS_ORIGINS", LISTED)]).await;
     for origin in [APP, DEV] {
@@ -132,7 +132,7 @@ async fn a_listed_origin_gets_its_preflight_answered_for_every_method() {
     assert!(app.tree().is_empty(), "a preflight wrote something");
 }
 
-#[tokio::test]
+both!(a_listed_origin_can_read_writes_snapshots_and_lists);
 async fn a_listed_origin_can_read_writes_snapshots_and_lists() {
     let app = TestApp::with(&[("SNAPKEEP_CORS_ORIGINS", LISTED)]).await;
     let saved = post_from(&app, APP, "[1]").await;
@@ -152,7 +152,7 @@ async fn a_listed_origin_can_read_writes_snapshots_and_lists() {
     assert_readable_by(&status, APP);
 }
 
-#[tokio::test]
+both!(a_listed_origin_can_read_error_answers_too);
 async fn a_listed_origin_can_read_error_answers_too() {
     let app = TestApp::with(&[
         ("SNAPKEEP_CORS_ORIGINS", LISTED),
@@ -175,7 +175,7 @@ async fn a_listed_origin_can_read_error_answers_too() {
     assert_readable_by(&missing, APP);
 }
 
-#[tokio::test]
+both!(answers_to_a_list_of_origins_vary_by_origin);
 async fn answers_to_a_list_of_origins_vary_by_origin() {
     let app = TestApp::with(&[("SNAPKEEP_CORS_ORIGINS", LISTED)]).await;
     let response = get_from(&app, &format!("{BASE}/s"), APP).await;
@@ -183,7 +183,7 @@ async fn answers_to_a_list_of_origins_vary_by_origin() {
     assert!(vary.contains(&"origin".to_owned()), "{vary:?}");
 }
 
-#[tokio::test]
+both!(a_preflight_needs_no_token_when_one_is_configured);
 async fn a_preflight_needs_no_token_when_one_is_configured() {
     let app = TestApp::with(&[
         ("SNAPKEEP_CORS_ORIGINS", LISTED),
@@ -213,7 +213,7 @@ async fn a_preflight_needs_no_token_when_one_is_configured() {
     assert!(app.tree().is_empty());
 }
 
-#[tokio::test]
+both!(any_origin_is_allowed_with_a_star);
 async fn any_origin_is_allowed_with_a_star() {
     let app = TestApp::with(&[("SNAPKEEP_CORS_ORIGINS", "*")]).await;
     for origin in [APP, EVIL, "http://localhost:3000"] {
@@ -228,7 +228,7 @@ async fn any_origin_is_allowed_with_a_star() {
     assert_readable_by(&latest, "*");
 }
 
-#[tokio::test]
+both!(a_star_still_leaves_the_token_in_charge);
 async fn a_star_still_leaves_the_token_in_charge() {
     let app = TestApp::with(&[("SNAPKEEP_CORS_ORIGINS", "*"), ("SNAPKEEP_TOKEN", OPERATOR)]).await;
     let response = preflight(&app, &format!("{BASE}/s"), EVIL, "POST").await;
@@ -249,7 +249,7 @@ const REFUSED: [&str; 6] = [
     "null",
 ];
 
-#[tokio::test]
+both!(a_refused_origin_is_never_told_it_may_read);
 async fn a_refused_origin_is_never_told_it_may_read() {
     let app = TestApp::with(&[("SNAPKEEP_CORS_ORIGINS", LISTED)]).await;
     for origin in REFUSED {
@@ -274,7 +274,7 @@ async fn a_refused_origin_is_never_told_it_may_read() {
     assert!(saved.headers().get(ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
 }
 
-#[tokio::test]
+both!(a_refused_origin_gets_no_cors_headers_on_a_preflight);
 async fn a_refused_origin_gets_no_cors_headers_on_a_preflight() {
     let app = TestApp::with(&[("SNAPKEEP_CORS_ORIGINS", LISTED)]).await;
     for origin in REFUSED {
@@ -289,7 +289,7 @@ async fn a_refused_origin_gets_no_cors_headers_on_a_preflight() {
     }
 }
 
-#[tokio::test]
+both!(a_refused_origin_gets_no_cors_headers_on_a_request);
 async fn a_refused_origin_gets_no_cors_headers_on_a_request() {
     let app = TestApp::with(&[("SNAPKEEP_CORS_ORIGINS", LISTED)]).await;
     for origin in REFUSED {
@@ -300,7 +300,7 @@ async fn a_refused_origin_gets_no_cors_headers_on_a_request() {
     }
 }
 
-#[tokio::test]
+both!(without_cors_origins_there_are_no_cors_headers_at_all);
 async fn without_cors_origins_there_are_no_cors_headers_at_all() {
     let app = TestApp::spawn().await;
     let response = preflight(&app, &format!("{BASE}/s"), APP, "POST").await;
@@ -325,7 +325,7 @@ async fn without_cors_origins_there_are_no_cors_headers_at_all() {
     }
 }
 
-#[tokio::test]
+both!(without_cors_origins_a_preflight_is_not_let_past_the_token);
 async fn without_cors_origins_a_preflight_is_not_let_past_the_token() {
     let app = TestApp::with(&[("SNAPKEEP_TOKEN", OPERATOR)]).await;
     let response = preflight(&app, &format!("{BASE}/s"), APP, "POST").await;
@@ -335,7 +335,7 @@ async fn without_cors_origins_a_preflight_is_not_let_past_the_token() {
     assert_eq!(body["code"], "unauthorized", "{body}");
 }
 
-#[tokio::test]
+both!(a_preflight_answer_carries_nosniff_too);
 async fn a_preflight_answer_carries_nosniff_too() {
     let app = TestApp::with(&[("SNAPKEEP_CORS_ORIGINS", LISTED)]).await;
     let response = preflight(&app, &format!("{BASE}/s"), APP, "POST").await;

@@ -21,7 +21,7 @@ async fn deleting_one_snapshot() {
     .await;
 }
 
-#[tokio::test]
+both!(deleting_the_latest_makes_the_previous_one_latest);
 async fn deleting_the_latest_makes_the_previous_one_latest() {
     let app = TestApp::spawn().await;
     let old = app.save("s", "[1]").await;
@@ -61,14 +61,14 @@ async fn deleting_a_session_keeps_files_snapkeep_did_not_make() {
     assert_eq!(app.tree(), vec!["s".to_string(), "s/NOTES.txt".to_string()]);
 }
 
-#[tokio::test]
+both!(deleting_an_unknown_session_is_fine_and_creates_nothing);
 async fn deleting_an_unknown_session_is_fine_and_creates_nothing() {
     let app = TestApp::spawn().await;
     assert_eq!(app.delete(&format!("{BASE}/nobody")).await.status(), 204);
     assert!(app.tree().is_empty());
 }
 
-#[tokio::test]
+both!(a_session_can_be_written_again_after_deletion);
 async fn a_session_can_be_written_again_after_deletion() {
     let app = TestApp::spawn().await;
     app.save("s", "[1]").await;

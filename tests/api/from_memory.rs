@@ -79,7 +79,7 @@ async fn a_kept_latest_is_answered_from_memory_with_the_same_bytes_and_headers()
     assert_eq!(from_memory(&app).await, before + 1);
 }
 
-#[tokio::test]
+both!(a_write_through_the_api_is_read_at_once);
 async fn a_write_through_the_api_is_read_at_once() {
     let app = TestApp::spawn().await;
     kept(&app, "s", "[1]").await;
@@ -153,7 +153,7 @@ async fn removing_the_session_by_hand_makes_it_unknown_at_once() {
     assert_error(app.get(&format!("{BASE}/s/latest")).await, 404, "not_found").await;
 }
 
-#[tokio::test]
+both!(deleting_through_the_api_is_seen_at_once);
 async fn deleting_through_the_api_is_seen_at_once() {
     let app = TestApp::spawn().await;
     let older = app.save("s", "[1]").await;

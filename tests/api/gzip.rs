@@ -103,7 +103,7 @@ async fn a_gzipped_body_is_stored_and_served_decompressed() {
     assert_eq!(latest(&app, "s").await, body);
 }
 
-#[tokio::test]
+both!(x_gzip_and_any_letter_case_mean_gzip_too);
 async fn x_gzip_and_any_letter_case_mean_gzip_too() {
     let app = TestApp::spawn().await;
     for (n, encoding) in ["x-gzip", "GZIP", "Gzip"].into_iter().enumerate() {
@@ -116,7 +116,7 @@ async fn x_gzip_and_any_letter_case_mean_gzip_too() {
     }
 }
 
-#[tokio::test]
+both!(a_body_that_decompresses_to_exactly_the_limit_is_accepted);
 async fn a_body_that_decompresses_to_exactly_the_limit_is_accepted() {
     let app = TestApp::with(&[("SNAPKEEP_MAX_BODY_BYTES", "1024")]).await;
     let body = json_string_of_len(1024);
@@ -128,7 +128,7 @@ async fn a_body_that_decompresses_to_exactly_the_limit_is_accepted() {
     assert_eq!(latest(&app, "s").await, body);
 }
 
-#[tokio::test]
+both!(a_gzipped_body_larger_than_the_limit_that_decompresses_to_the_limit_is_accepted);
 async fn a_gzipped_body_larger_than_the_limit_that_decompresses_to_the_limit_is_accepted() {
     let app = TestApp::with(&[("SNAPKEEP_MAX_BODY_BYTES", "1024")]).await;
     let body = incompressible_json_of_len(1024);
@@ -141,7 +141,7 @@ async fn a_gzipped_body_larger_than_the_limit_that_decompresses_to_the_limit_is_
     assert_eq!(latest(&app, "s").await, body);
 }
 
-#[tokio::test]
+both!(a_tiny_body_that_decompresses_past_the_limit_is_413);
 async fn a_tiny_body_that_decompresses_past_the_limit_is_413() {
     let (app, before) = seeded(&[("SNAPKEEP_MAX_BODY_BYTES", "1024")]).await;
     let compressed = gzip(json_string_of_len(1025).as_bytes());
@@ -154,7 +154,7 @@ async fn a_tiny_body_that_decompresses_past_the_limit_is_413() {
     assert_eq!(app.tree(), before);
 }
 
-#[tokio::test]
+both!(a_gzip_bomb_is_413_and_writes_nothing);
 async fn a_gzip_bomb_is_413_and_writes_nothing() {
     let (app, before) = seeded(&[("SNAPKEEP_MAX_BODY_BYTES", "1048576")]).await;
     // 200 MiB of JSON, compressed a chunk at a time: never held whole in memory here.
@@ -178,7 +178,7 @@ async fn a_gzip_bomb_is_413_and_writes_nothing() {
     assert_eq!(app.tree(), before);
 }
 
-#[tokio::test]
+both!(random_bytes_labelled_gzip_are_400_invalid_gzip);
 async fn random_bytes_labelled_gzip_are_400_invalid_gzip() {
     let (app, before) = seeded(&[]).await;
     // A fixed xorshift sequence: reproducible, and not a gzip header.
@@ -199,7 +199,7 @@ async fn random_bytes_labelled_gzip_are_400_invalid_gzip() {
     assert_eq!(app.tree(), before);
 }
 
-#[tokio::test]
+both!(a_gzip_stream_with_its_middle_flipped_is_400_invalid_gzip);
 async fn a_gzip_stream_with_its_middle_flipped_is_400_invalid_gzip() {
     let (app, before) = seeded(&[]).await;
     let mut compressed = gzip(document().as_bytes());
@@ -214,7 +214,7 @@ async fn a_gzip_stream_with_its_middle_flipped_is_400_invalid_gzip() {
     assert_eq!(app.tree(), before);
 }
 
-#[tokio::test]
+both!(a_truncated_gzip_stream_is_400_invalid_gzip);
 async fn a_truncated_gzip_stream_is_400_invalid_gzip() {
     let (app, before) = seeded(&[]).await;
     let compressed = gzip(document().as_bytes());
@@ -225,7 +225,7 @@ async fn a_truncated_gzip_stream_is_400_invalid_gzip() {
     assert_eq!(app.tree(), before);
 }
 
-#[tokio::test]
+both!(a_gzip_stream_missing_only_its_trailer_is_400_invalid_gzip);
 async fn a_gzip_stream_missing_only_its_trailer_is_400_invalid_gzip() {
     let (app, before) = seeded(&[]).await;
     let compressed = gzip(document().as_bytes());
@@ -238,7 +238,7 @@ async fn a_gzip_stream_missing_only_its_trailer_is_400_invalid_gzip() {
     assert_eq!(app.tree(), before);
 }
 
-#[tokio::test]
+both!(gzip_of_invalid_json_is_400_invalid_json);
 async fn gzip_of_invalid_json_is_400_invalid_json() {
     let (app, before) = seeded(&[]).await;
 
@@ -248,7 +248,7 @@ async fn gzip_of_invalid_json_is_400_invalid_json() {
     assert_eq!(app.tree(), before);
 }
 
-#[tokio::test]
+both!(other_content_codings_are_415);
 async fn other_content_codings_are_415() {
     let (app, before) = seeded(&[]).await;
     for encoding in ["br", "deflate", "gzip, br", "zstd", "compress"] {
@@ -281,7 +281,7 @@ async fn codings_listed_in_two_header_lines_are_415() {
     assert_eq!(app.tree(), before);
 }
 
-#[tokio::test]
+both!(a_patch_may_be_gzipped_too);
 async fn a_patch_may_be_gzipped_too() {
     let app = TestApp::spawn().await;
     app.save("s", r#"{"a":1}"#).await;
@@ -300,7 +300,7 @@ async fn a_patch_may_be_gzipped_too() {
     assert_eq!(latest(&app, "s").await, r#"{"b":[true]}"#);
 }
 
-#[tokio::test]
+both!(every_gzip_member_is_decoded_as_zcat_would);
 async fn every_gzip_member_is_decoded_as_zcat_would() {
     let app = TestApp::spawn().await;
     let doc = r#"{"first":1,"second":2}"#;
@@ -312,7 +312,7 @@ async fn every_gzip_member_is_decoded_as_zcat_would() {
     assert_eq!(latest(&app, "members").await, doc);
 }
 
-#[tokio::test]
+both!(bytes_after_the_gzip_stream_are_400_not_dropped);
 async fn bytes_after_the_gzip_stream_are_400_not_dropped() {
     let (app, before) = seeded(&[]).await;
     let mut body = gzip(br#"{"a":1}"#);
@@ -322,7 +322,7 @@ async fn bytes_after_the_gzip_stream_are_400_not_dropped() {
     assert_eq!(app.tree(), before);
 }
 
-#[tokio::test]
+both!(an_invalid_deflate_block_is_400_invalid_gzip_not_an_incomplete_body);
 async fn an_invalid_deflate_block_is_400_invalid_gzip_not_an_incomplete_body() {
     let (app, before) = seeded(&[]).await;
     // A valid gzip header, then a deflate block of the reserved type 3 (BTYPE=11).

@@ -1,5 +1,10 @@
-//! `TestApp`: the real server on `127.0.0.1:0` over a temp data directory, plus a real HTTP
-//! client and a raw TCP client for requests an HTTP library would tidy up (`..`, huge lengths).
+//! `TestApp`: the real server on `127.0.0.1:0` over a temp data directory (or a prefix of its own
+//! in a real S3-compatible server), plus a real HTTP client and a raw TCP client for requests an
+//! HTTP library would tidy up (`..`, huge lengths).
+//!
+//! The conformance suite: a test marked `both!(name)` runs once per backend, as `name::dir` and
+//! `name::s3`, with every `TestApp` it spawns on that backend. Such a test talks to the server
+//! only (no look at the data directory), which is what makes it hold for both.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,11 +21,56 @@ use tokio::task::JoinHandle;
 
 pub const BASE: &str = "/api/backup";
 
+/// Where a `TestApp` keeps its snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Dir,
+    S3,
+}
+
+tokio::task_local! {
+    /// The backend of the `both!` test running in this task (unset: the directory).
+    pub static BACKEND: Backend;
+}
+
+/// The backend the test running in this task uses.
+pub fn backend() -> Backend {
+    BACKEND.try_with(|b| *b).unwrap_or(Backend::Dir)
+}
+
+/// Runs the async test fn `$name` once per backend, as the tests `$name::dir` and `$name::s3`
+/// (skipped, visibly, where no S3 server can be started). Written above the fn, in place of
+/// `#[tokio::test]`; a runtime flavor can follow the name.
+macro_rules! both {
+    ($name:ident $(, $($flavor:tt)*)?) => {
+        mod $name {
+            #[tokio::test$(($($flavor)*))?]
+            async fn dir() {
+                crate::helpers::BACKEND
+                    .scope(crate::helpers::Backend::Dir, super::$name())
+                    .await
+            }
+
+            #[tokio::test$(($($flavor)*))?]
+            async fn s3() {
+                if crate::support::s3::moto().is_none() {
+                    return;
+                }
+                crate::helpers::BACKEND
+                    .scope(crate::helpers::Backend::S3, super::$name())
+                    .await
+            }
+        }
+    };
+}
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     /// The data directory the server was given (inside `_temp`).
     pub data_dir: PathBuf,
+    /// On S3: the server's prefix in the test bucket.
+    pub prefix: Option<String>,
     _temp: TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -39,12 +89,33 @@ impl TestApp {
         Self::with_dir(temp, data_dir, vars).await
     }
 
-    /// A server over `data_dir`, which the test may have seeded before the start.
+    /// A server over `data_dir`, which the test may have seeded before the start. In a
+    /// `both!` test on S3, the server keeps its snapshots under a new prefix of the test
+    /// bucket instead (and `data_dir` is unused).
     pub async fn with_dir(temp: TempDir, data_dir: PathBuf, vars: &[(&str, &str)]) -> Self {
+        let prefix = (backend() == Backend::S3).then(|| uuid::Uuid::new_v4().to_string());
+        Self::start(temp, data_dir, prefix, vars).await
+    }
+
+    /// A new server over what a stopped one kept.
+    pub async fn restart(stopped: Stopped, vars: &[(&str, &str)]) -> Self {
+        Self::start(stopped.temp, stopped.data_dir, stopped.prefix, vars).await
+    }
+
+    async fn start(
+        temp: TempDir,
+        data_dir: PathBuf,
+        prefix: Option<String>,
+        vars: &[(&str, &str)],
+    ) -> Self {
         let mut pairs = vec![(
             "SNAPKEEP_DATA_DIR".to_string(),
             data_dir.display().to_string(),
         )];
+        if let Some(prefix) = &prefix {
+            let moto = crate::support::s3::moto().expect("both! checked for an S3 server");
+            pairs.extend(moto.vars(prefix));
+        }
         pairs.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let (config, _) = Config::from_vars(pairs).expect("test config is valid");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -59,6 +130,7 @@ impl TestApp {
             addr,
             client: reqwest::Client::new(),
             data_dir,
+            prefix,
             _temp: temp,
             shutdown: Some(tx),
             task: Some(task),
@@ -127,9 +199,30 @@ impl TestApp {
         self.data_dir.join(session)
     }
 
-    /// Every file and directory under the data directory, as sorted relative paths.
+    /// Everything stored, as sorted relative paths: every file and directory under the data
+    /// directory, or every object under the server's prefix in the bucket.
     pub fn tree(&self) -> Vec<String> {
-        tree(&self.data_dir)
+        let Some(prefix) = &self.prefix else {
+            return tree(&self.data_dir);
+        };
+        let moto = crate::support::s3::moto().expect("a prefix is only made with moto");
+        let mut keys: Vec<String> = moto
+            .keys(&format!("{prefix}/"))
+            .iter()
+            .map(|key| key[prefix.len() + 1..].to_owned())
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Every snapshot stored, as relative paths (`<session>/<id>.json`), by their names.
+    pub fn snapshots_stored(&self) -> Vec<String> {
+        let is_snapshot = |path: &String| {
+            let name = path.rsplit('/').next().unwrap_or_default();
+            name.strip_suffix(".json")
+                .is_some_and(|id| snapkeep::store::name::SnapshotId::parse(id).is_ok())
+        };
+        self.tree().into_iter().filter(is_snapshot).collect()
     }
 
     /// Sends `request` as raw bytes and returns the status and body of the answer. The
@@ -140,9 +233,9 @@ impl TestApp {
         read_response(&mut stream).await
     }
 
-    /// Stops the server gracefully, waits for it, and hands back its directory so that another
-    /// server can be started over the same data.
-    pub async fn stop(mut self) -> (TempDir, PathBuf) {
+    /// Stops the server gracefully, waits for it, and hands back what it kept, so that another
+    /// server can be started over the same data ([`TestApp::restart`]).
+    pub async fn stop(mut self) -> Stopped {
         self.shutdown.take().unwrap().send(()).unwrap();
         let task = self.task.take().unwrap();
         tokio::time::timeout(Duration::from_secs(10), task)
@@ -151,8 +244,19 @@ impl TestApp {
             .unwrap()
             .unwrap();
         let temp = std::mem::replace(&mut self._temp, tempfile::tempdir().unwrap());
-        (temp, self.data_dir.clone())
+        Stopped {
+            temp,
+            data_dir: self.data_dir.clone(),
+            prefix: self.prefix.take(),
+        }
     }
+}
+
+/// What a stopped `TestApp` kept: its data directory, or its prefix in the bucket.
+pub struct Stopped {
+    pub temp: TempDir,
+    pub data_dir: PathBuf,
+    prefix: Option<String>,
 }
 
 impl Drop for TestApp {

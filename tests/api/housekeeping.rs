@@ -102,10 +102,10 @@ async fn a_session_that_keeps_saving_the_same_state_is_not_swept() {
         json(app.post("steady", state).await).await["deduplicated"],
         true
     );
-    let (temp, data) = app.stop().await;
+    let stopped = app.stop().await;
 
     // Today, with one: the steady session stays, the one nobody saved goes.
-    let app = TestApp::with_dir(temp, data, &[("SNAPKEEP_SESSION_TTL", "90d")]).await;
+    let app = TestApp::restart(stopped, &[("SNAPKEEP_SESSION_TTL", "90d")]).await;
     assert!(swept(&app, "gone").await, "the idle session was not swept");
     assert_eq!(app.listed("steady").await, vec![kept]);
 }

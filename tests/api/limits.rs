@@ -99,7 +99,7 @@ async fn assert_limited(response: reqwest::Response) -> u64 {
     seconds
 }
 
-#[tokio::test]
+both!(after_the_burst_one_client_on_one_session_gets_429_with_retry_after);
 async fn after_the_burst_one_client_on_one_session_gets_429_with_retry_after() {
     let app = rate_limited(&[]).await;
     let limited = until_limited(|_| list(&app, "s")).await;
@@ -114,7 +114,7 @@ async fn after_the_burst_one_client_on_one_session_gets_429_with_retry_after() {
     assert_eq!(list(&app, "s").send().await.unwrap().status(), 200);
 }
 
-#[tokio::test]
+both!(a_rate_limited_write_writes_nothing);
 async fn a_rate_limited_write_writes_nothing() {
     let app = rate_limited(&[]).await;
     let limited = until_limited(|n| {
@@ -130,7 +130,7 @@ async fn a_rate_limited_write_writes_nothing() {
     assert!(tree[1..].iter().all(|p| p.ends_with(".json")), "{tree:?}");
 }
 
-#[tokio::test]
+both!(clients_share_the_bucket_of_the_session_they_write_to);
 async fn clients_share_the_bucket_of_the_session_they_write_to() {
     let app = rate_limited(&[("SNAPKEEP_TRUSTED_PROXIES", "127.0.0.1")]).await;
     // Every request from another client (named by the trusted proxy), all on session "s".
@@ -146,7 +146,7 @@ async fn clients_share_the_bucket_of_the_session_they_write_to() {
     assert_eq!(refused_before.status(), 200);
 }
 
-#[tokio::test]
+both!(one_client_shares_its_bucket_across_sessions);
 async fn one_client_shares_its_bucket_across_sessions() {
     let app = rate_limited(&[("SNAPKEEP_TRUSTED_PROXIES", "127.0.0.1")]).await;
     // Every request on another session, all from client 203.0.113.7.
@@ -161,7 +161,7 @@ async fn one_client_shares_its_bucket_across_sessions() {
     assert_eq!(other.status(), 200);
 }
 
-#[tokio::test]
+both!(forwarded_for_from_an_untrusted_peer_gives_no_fresh_bucket);
 async fn forwarded_for_from_an_untrusted_peer_gives_no_fresh_bucket() {
     // No trusted proxies at all, and trusted proxies that do not include the peer (127.0.0.1).
     for trusted in [None, Some("10.0.0.0/8, 192.168.0.1")] {
@@ -184,7 +184,7 @@ async fn forwarded_for_from_an_untrusted_peer_gives_no_fresh_bucket() {
     }
 }
 
-#[tokio::test]
+both!(behind_trusted_proxies_the_nearest_untrusted_hop_is_the_client);
 async fn behind_trusted_proxies_the_nearest_untrusted_hop_is_the_client() {
     let app = rate_limited(&[("SNAPKEEP_TRUSTED_PROXIES", "127.0.0.1,10.0.0.0/8")]).await;
     // The client prepends a spoofed address of its own choice; the proxies append the real
@@ -210,7 +210,7 @@ async fn behind_trusted_proxies_the_nearest_untrusted_hop_is_the_client() {
     assert_eq!(another.status(), 200, "198.51.100.4 is another client");
 }
 
-#[tokio::test]
+both!(health_readiness_and_status_are_not_limited);
 async fn health_readiness_and_status_are_not_limited() {
     let app = rate_limited(&[]).await;
     for _ in 0..10 {
@@ -226,7 +226,7 @@ async fn health_readiness_and_status_are_not_limited() {
     }
 }
 
-#[tokio::test]
+both!(without_a_rate_limit_nothing_is_limited);
 async fn without_a_rate_limit_nothing_is_limited() {
     let app = TestApp::with(&[("SNAPKEEP_FSYNC", "false")]).await;
     for n in 0..50 {
@@ -234,7 +234,7 @@ async fn without_a_rate_limit_nothing_is_limited() {
     }
 }
 
-#[tokio::test]
+both!(the_status_route_advertises_the_limits);
 async fn the_status_route_advertises_the_limits() {
     let app = TestApp::spawn().await;
     let status = json(app.get(BASE).await).await;
@@ -332,7 +332,7 @@ async fn assert_refused(
     }
 }
 
-#[tokio::test]
+both!(a_write_past_the_session_byte_quota_is_507_and_keeps_the_data);
 async fn a_write_past_the_session_byte_quota_is_507_and_keeps_the_data() {
     let app = TestApp::with(&[
         ("SNAPKEEP_MAX_SESSION_BYTES", "24"),
@@ -369,7 +369,7 @@ async fn a_write_past_the_session_byte_quota_is_507_and_keeps_the_data() {
     assert_eq!(app.listed("s").await, listed);
 }
 
-#[tokio::test]
+both!(a_first_snapshot_larger_than_the_session_quota_creates_nothing);
 async fn a_first_snapshot_larger_than_the_session_quota_creates_nothing() {
     let app = TestApp::with(&[("SNAPKEEP_MAX_SESSION_BYTES", "10")]).await;
     assert_refused(&app, "s", &doc(1, 11), "SNAPKEEP_MAX_SESSION_BYTES", &["s"]).await;
@@ -377,7 +377,7 @@ async fn a_first_snapshot_larger_than_the_session_quota_creates_nothing() {
     app.save("s", &doc(1, 10)).await;
 }
 
-#[tokio::test]
+both!(a_session_at_its_byte_quota_keeps_rotating);
 async fn a_session_at_its_byte_quota_keeps_rotating() {
     let app = TestApp::with(&[
         ("SNAPKEEP_RETAIN_LAST", "1"),
@@ -431,7 +431,7 @@ async fn the_session_count_quota_refuses_only_new_sessions() {
     assert_refused(&app, "c", &doc(6, 5), "SNAPKEEP_MAX_SESSIONS", &["a", "b"]).await;
 }
 
-#[tokio::test]
+both!(the_total_quota_refuses_growth_only);
 async fn the_total_quota_refuses_growth_only() {
     let app = TestApp::with(&[
         ("SNAPKEEP_MAX_TOTAL_BYTES", "36"),
@@ -561,7 +561,7 @@ async fn quotas_count_the_snapshots_on_disk_at_start() {
     app.save("new", &doc(5, 12)).await;
 }
 
-#[tokio::test]
+both!(deleting_a_snapshot_frees_quota_at_once);
 async fn deleting_a_snapshot_frees_quota_at_once() {
     let app = TestApp::with(&[
         ("SNAPKEEP_MAX_SESSION_BYTES", "24"),
@@ -586,7 +586,7 @@ async fn deleting_a_snapshot_frees_quota_at_once() {
     app.save("c", &doc(5, 12)).await;
 }
 
-#[tokio::test]
+both!(deleting_a_session_frees_its_session_at_once);
 async fn deleting_a_session_frees_its_session_at_once() {
     let app = TestApp::with(&[("SNAPKEEP_MAX_SESSIONS", "2"), ("SNAPKEEP_FSYNC", "false")]).await;
     app.save("a", &doc(1, 12)).await;
@@ -598,7 +598,7 @@ async fn deleting_a_session_frees_its_session_at_once() {
     assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
 }
 
-#[tokio::test]
+both!(deleting_a_session_frees_its_bytes_at_once);
 async fn deleting_a_session_frees_its_bytes_at_once() {
     let app = TestApp::with(&[
         ("SNAPKEEP_MAX_TOTAL_BYTES", "36"),
@@ -615,7 +615,7 @@ async fn deleting_a_session_frees_its_bytes_at_once() {
     assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
 }
 
-#[tokio::test]
+both!(a_session_deleted_before_a_restart_is_free_after_it);
 async fn a_session_deleted_before_a_restart_is_free_after_it() {
     let vars = [
         ("SNAPKEEP_MAX_SESSIONS", "2"),
@@ -627,14 +627,18 @@ async fn a_session_deleted_before_a_restart_is_free_after_it() {
     app.save("a", &doc(2, 12)).await;
     app.save("b", &doc(3, 12)).await;
     assert_eq!(app.delete(&format!("{BASE}/a")).await.status(), 204);
-    let (temp, data) = app.stop().await;
+    let stopped = app.stop().await;
 
-    let app = TestApp::with_dir(temp, data, &vars).await;
+    let app = TestApp::restart(stopped, &vars).await;
     app.save("c", &doc(4, 24)).await;
     assert_refused(&app, "d", "1", "SNAPKEEP_MAX_SESSIONS", &["b", "c"]).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+both!(
+    concurrent_writers_cannot_squeeze_past_the_quotas,
+    flavor = "multi_thread",
+    worker_threads = 4
+);
 async fn concurrent_writers_cannot_squeeze_past_the_quotas() {
     for (variable, limit, fits) in [
         ("SNAPKEEP_MAX_TOTAL_BYTES", "60", 5),
@@ -671,14 +675,13 @@ async fn concurrent_writers_cannot_squeeze_past_the_quotas() {
             }
         }
         assert_eq!(created, fits, "{variable}={limit}");
-        let files = app.tree().iter().filter(|p| p.ends_with(".json")).count();
-        assert_eq!(files, fits, "{:?}", app.tree());
+        assert_eq!(app.snapshots_stored().len(), fits, "{:?}", app.tree());
     }
 }
 
+both!(requests_without_credentials_do_not_drain_a_sessions_bucket);
 /// Without a token, nobody can use up a session's requests: the session's bucket is charged
 /// only once the credentials have passed.
-#[tokio::test]
 async fn requests_without_credentials_do_not_drain_a_sessions_bucket() {
     let key = "signing-key-0123456789abcdef";
     let app = TestApp::with(&[

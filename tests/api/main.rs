@@ -1,6 +1,7 @@
 //! Integration tests: the real server on 127.0.0.1:0 with a temp data directory, driven by a
 //! real HTTP client. One binary made of modules, so it links once.
 
+#[macro_use]
 mod helpers;
 #[path = "../support/mod.rs"]
 mod support;

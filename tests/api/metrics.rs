@@ -48,7 +48,7 @@ fn rejected(reason: &str) -> String {
     format!("snapkeep_requests_rejected_total{{reason=\"{reason}\"}}")
 }
 
-#[tokio::test]
+both!(writes_dedups_prunes_and_refusals_are_counted_by_route_template);
 async fn writes_dedups_prunes_and_refusals_are_counted_by_route_template() {
     let app = TestApp::with(&[("SNAPKEEP_RETAIN_LAST", "1"), ("SNAPKEEP_FSYNC", "false")]).await;
     let session = format!("{BASE}/{{session}}");
@@ -100,7 +100,7 @@ async fn writes_dedups_prunes_and_refusals_are_counted_by_route_template() {
     }
 }
 
-#[tokio::test]
+both!(refusals_are_counted_by_their_error_code);
 async fn refusals_are_counted_by_their_error_code() {
     let vars = [
         ("SNAPKEEP_TOKEN", OPERATOR),
@@ -173,7 +173,7 @@ async fn gauges_show_the_sessions_and_bytes_on_disk() {
     assert_eq!(value(&text, "snapkeep_stored_bytes"), 7.0);
 }
 
-#[tokio::test]
+both!(metrics_need_the_operator_token_once_one_is_set);
 async fn metrics_need_the_operator_token_once_one_is_set() {
     let vars = [("SNAPKEEP_TOKEN", OPERATOR), ("SNAPKEEP_SIGNING_KEY", KEY)];
     let app = TestApp::with(&vars).await;
@@ -199,7 +199,7 @@ async fn metrics_need_the_operator_token_once_one_is_set() {
     assert_eq!(value(&text, &rejected("unauthorized")), 3.0, "{text}");
 }
 
-#[tokio::test]
+both!(metrics_are_open_without_a_token_or_when_made_public);
 async fn metrics_are_open_without_a_token_or_when_made_public() {
     let open = TestApp::spawn().await;
     scrape(&open, None).await;
@@ -213,7 +213,7 @@ async fn metrics_are_open_without_a_token_or_when_made_public() {
     assert_eq!(public.get(&format!("{BASE}/s")).await.status(), 401);
 }
 
-#[tokio::test]
+both!(every_answer_carries_a_request_id_and_a_given_one_is_kept);
 async fn every_answer_carries_a_request_id_and_a_given_one_is_kept() {
     let app = TestApp::with(&[("SNAPKEEP_TOKEN", OPERATOR)]).await;
     let mut seen = Vec::new();

@@ -50,7 +50,7 @@ fn compact(text: &str) -> String {
     serde_json::to_string(&serde_json::from_str::<Value>(text).unwrap()).unwrap()
 }
 
-#[tokio::test]
+both!(every_example_of_rfc_7396_appendix_a_works_over_http);
 async fn every_example_of_rfc_7396_appendix_a_works_over_http() {
     let app = TestApp::spawn().await;
     for (n, (target, merge, result)) in rfc_7396_examples().into_iter().enumerate() {
@@ -94,7 +94,7 @@ async fn a_patch_is_answered_like_a_post() {
     assert_eq!(std::fs::read_to_string(file).unwrap(), stored);
 }
 
-#[tokio::test]
+both!(a_patch_on_a_session_without_snapshots_applies_to_an_empty_object);
 async fn a_patch_on_a_session_without_snapshots_applies_to_an_empty_object() {
     let app = TestApp::spawn().await;
 
@@ -104,7 +104,7 @@ async fn a_patch_on_a_session_without_snapshots_applies_to_an_empty_object() {
     assert_eq!(latest(&app, "new").await, r#"{"a":{"b":1}}"#);
 }
 
-#[tokio::test]
+both!(numbers_and_keys_the_patch_does_not_touch_are_kept_exactly);
 async fn numbers_and_keys_the_patch_does_not_touch_are_kept_exactly() {
     let app = TestApp::spawn().await;
     app.save(
@@ -122,7 +122,7 @@ async fn numbers_and_keys_the_patch_does_not_touch_are_kept_exactly() {
     );
 }
 
-#[tokio::test]
+both!(a_patched_document_spells_exponents_one_way_and_keeps_the_last_duplicate_key);
 async fn a_patched_document_spells_exponents_one_way_and_keeps_the_last_duplicate_key() {
     // As the README says: values exact, spelling of exponents normalised, last duplicate wins.
     let app = TestApp::spawn().await;
@@ -136,7 +136,7 @@ async fn a_patched_document_spells_exponents_one_way_and_keeps_the_last_duplicat
     );
 }
 
-#[tokio::test]
+both!(a_snapshot_with_a_lone_surrogate_is_409_for_patch_and_fine_for_post);
 async fn a_snapshot_with_a_lone_surrogate_is_409_for_patch_and_fine_for_post() {
     let app = TestApp::spawn().await;
     app.save("s", r#"{"cut":"\ud83d","n":1}"#).await;
@@ -148,7 +148,7 @@ async fn a_snapshot_with_a_lone_surrogate_is_409_for_patch_and_fine_for_post() {
     );
 }
 
-#[tokio::test]
+both!(a_patch_that_changes_nothing_is_deduplicated);
 async fn a_patch_that_changes_nothing_is_deduplicated() {
     let app = TestApp::spawn().await;
     let first = app.save("s", r#"{"a":1,"b":[true]}"#).await;
@@ -165,7 +165,7 @@ async fn a_patch_that_changes_nothing_is_deduplicated() {
     assert_eq!(app.listed("s").await, vec![first]);
 }
 
-#[tokio::test]
+both!(rotation_applies_to_patches);
 async fn rotation_applies_to_patches() {
     let app = TestApp::with(&[("SNAPKEEP_RETAIN_LAST", "2")]).await;
     let first = app.save("s", r#"{"n":1}"#).await;
@@ -186,7 +186,7 @@ async fn rotation_applies_to_patches() {
     );
 }
 
-#[tokio::test]
+both!(a_patch_in_any_other_content_type_is_415);
 async fn a_patch_in_any_other_content_type_is_415() {
     let app = TestApp::spawn().await;
     app.save("s", r#"{"a":1}"#).await;
@@ -210,7 +210,7 @@ async fn a_patch_in_any_other_content_type_is_415() {
     assert_eq!(app.tree(), before);
 }
 
-#[tokio::test]
+both!(a_merge_patch_type_with_a_utf8_charset_is_accepted);
 async fn a_merge_patch_type_with_a_utf8_charset_is_accepted() {
     let app = TestApp::spawn().await;
 
@@ -220,7 +220,7 @@ async fn a_merge_patch_type_with_a_utf8_charset_is_accepted() {
     assert_eq!(response.status(), 201);
 }
 
-#[tokio::test]
+both!(a_patch_that_is_not_json_is_400_invalid_json);
 async fn a_patch_that_is_not_json_is_400_invalid_json() {
     let app = TestApp::spawn().await;
     app.save("s", r#"{"a":1}"#).await;
@@ -234,7 +234,7 @@ async fn a_patch_that_is_not_json_is_400_invalid_json() {
     assert_eq!(app.tree(), before);
 }
 
-#[tokio::test]
+both!(a_result_larger_than_the_limit_is_413_and_writes_nothing);
 async fn a_result_larger_than_the_limit_is_413_and_writes_nothing() {
     let app = TestApp::with(&[("SNAPKEEP_MAX_BODY_BYTES", "1024")]).await;
     let big = format!(r#"{{"text":"{}"}}"#, "x".repeat(1000));
@@ -278,7 +278,7 @@ async fn a_patch_applies_to_the_latest_as_edited_on_disk() {
     assert_eq!(latest(&app, "s").await, r#"{"a":"by hand","b":2}"#);
 }
 
-#[tokio::test]
+both!(a_patch_with_a_stale_if_match_is_412_and_writes_nothing);
 async fn a_patch_with_a_stale_if_match_is_412_and_writes_nothing() {
     let app = TestApp::spawn().await;
     let stale = app.save("s", r#"{"n":1}"#).await;
@@ -300,7 +300,7 @@ async fn a_patch_with_a_stale_if_match_is_412_and_writes_nothing() {
     assert_eq!(app.tree(), before);
 }
 
-#[tokio::test]
+both!(a_patch_with_the_current_if_match_is_applied);
 async fn a_patch_with_the_current_if_match_is_applied() {
     let app = TestApp::spawn().await;
     let current = app.save("s", r#"{"n":1}"#).await;
@@ -319,7 +319,7 @@ async fn a_patch_with_the_current_if_match_is_applied() {
     assert_eq!(latest(&app, "s").await, r#"{"n":2}"#);
 }
 
-#[tokio::test]
+both!(refused_patches_to_a_new_session_create_nothing);
 async fn refused_patches_to_a_new_session_create_nothing() {
     let app = TestApp::with(&[("SNAPKEEP_MAX_BODY_BYTES", "64")]).await;
     app.save("other", "{}").await;

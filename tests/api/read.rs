@@ -2,7 +2,7 @@
 
 use crate::helpers::{BASE, TestApp, assert_error, json};
 
-#[tokio::test]
+both!(list_is_newest_first_with_times_and_sizes);
 async fn list_is_newest_first_with_times_and_sizes() {
     let app = TestApp::spawn().await;
     let first = app.save("s", "[1]").await;
@@ -21,7 +21,7 @@ async fn list_is_newest_first_with_times_and_sizes() {
     assert!(snapshots[0]["createdAt"].as_str().unwrap().ends_with('Z'));
 }
 
-#[tokio::test]
+both!(an_unknown_session_lists_empty);
 async fn an_unknown_session_lists_empty() {
     let app = TestApp::spawn().await;
     let body = json(app.get(&format!("{BASE}/never-seen")).await).await;
@@ -32,7 +32,7 @@ async fn an_unknown_session_lists_empty() {
     assert!(app.tree().is_empty(), "a read creates nothing");
 }
 
-#[tokio::test]
+both!(latest_returns_the_exact_bytes_with_its_headers);
 async fn latest_returns_the_exact_bytes_with_its_headers() {
     let app = TestApp::spawn().await;
     app.save("s", "[1]").await;
@@ -52,13 +52,13 @@ async fn latest_returns_the_exact_bytes_with_its_headers() {
     assert_eq!(response.text().await.unwrap(), body);
 }
 
-#[tokio::test]
+both!(latest_of_an_empty_session_is_404);
 async fn latest_of_an_empty_session_is_404() {
     let app = TestApp::spawn().await;
     assert_error(app.get(&format!("{BASE}/s/latest")).await, 404, "not_found").await;
 }
 
-#[tokio::test]
+both!(one_snapshot_by_id);
 async fn one_snapshot_by_id() {
     let app = TestApp::spawn().await;
     let old = app.save("s", "[\"old\"]").await;
@@ -69,7 +69,7 @@ async fn one_snapshot_by_id() {
     assert_eq!(response.text().await.unwrap(), "[\"old\"]");
 }
 
-#[tokio::test]
+both!(a_well_formed_unknown_id_is_404);
 async fn a_well_formed_unknown_id_is_404() {
     let app = TestApp::spawn().await;
     app.save("s", "[1]").await;
@@ -88,7 +88,7 @@ async fn a_well_formed_unknown_id_is_404() {
     .await;
 }
 
-#[tokio::test]
+both!(head_gives_the_headers_without_the_body);
 async fn head_gives_the_headers_without_the_body() {
     let app = TestApp::spawn().await;
     let id = app.save("s", "[1,2,3]").await;
@@ -103,7 +103,7 @@ async fn head_gives_the_headers_without_the_body() {
     assert_eq!(response.text().await.unwrap(), "");
 }
 
-#[tokio::test]
+both!(a_large_snapshot_streams_back_intact);
 async fn a_large_snapshot_streams_back_intact() {
     let app = TestApp::spawn().await;
     // ~8 MiB of JSON: an array of numbered strings.

@@ -38,7 +38,7 @@ async fn a_post_stores_the_exact_bytes_and_describes_the_snapshot() {
     assert_eq!(std::fs::read_to_string(file).unwrap(), body);
 }
 
-#[tokio::test]
+both!(text_plain_and_no_content_type_are_accepted);
 async fn text_plain_and_no_content_type_are_accepted() {
     let app = TestApp::spawn().await;
     let beacon = app
@@ -69,7 +69,7 @@ async fn text_plain_and_no_content_type_are_accepted() {
     assert_eq!(vendor.status(), 201);
 }
 
-#[tokio::test]
+both!(any_json_value_is_stored_as_sent);
 async fn any_json_value_is_stored_as_sent() {
     let app = TestApp::spawn().await;
     for body in [
@@ -91,7 +91,7 @@ async fn any_json_value_is_stored_as_sent() {
     }
 }
 
-#[tokio::test]
+both!(the_same_body_twice_is_deduplicated);
 async fn the_same_body_twice_is_deduplicated() {
     let app = TestApp::spawn().await;
     let first = app.save("s", r#"{"v":1}"#).await;
@@ -111,7 +111,7 @@ async fn the_same_body_twice_is_deduplicated() {
     assert_eq!(app.listed("s").await, vec![third, second, first]);
 }
 
-#[tokio::test]
+both!(whitespace_differences_are_not_duplicates);
 async fn whitespace_differences_are_not_duplicates() {
     let app = TestApp::spawn().await;
     app.save("s", r#"{"v":1}"#).await;
@@ -138,7 +138,7 @@ async fn rotation_keeps_the_newest_n_and_reports_what_it_pruned() {
     assert_eq!(std::fs::read_dir(app.session_dir("s")).unwrap().count(), 3);
 }
 
-#[tokio::test]
+both!(retain_last_one_keeps_only_the_newest);
 async fn retain_last_one_keeps_only_the_newest() {
     let app = TestApp::with(&[("SNAPKEEP_RETAIN_LAST", "1")]).await;
     app.save("s", "[1]").await;
@@ -146,7 +146,7 @@ async fn retain_last_one_keeps_only_the_newest() {
     assert_eq!(app.listed("s").await, vec![newest]);
 }
 
-#[tokio::test]
+both!(sessions_are_independent);
 async fn sessions_are_independent() {
     let app = TestApp::with(&[("SNAPKEEP_RETAIN_LAST", "1")]).await;
     let a = app.save("a", "[1]").await;

@@ -2,7 +2,7 @@
 
 use crate::helpers::{BASE, TestApp, json};
 
-#[tokio::test]
+both!(healthz_answers_ok);
 async fn healthz_answers_ok() {
     let app = TestApp::spawn().await;
     let response = app.get("/healthz").await;
@@ -10,7 +10,7 @@ async fn healthz_answers_ok() {
     assert_eq!(json(response).await, serde_json::json!({ "status": "ok" }));
 }
 
-#[tokio::test]
+both!(readyz_is_ready_when_the_data_dir_is_writable);
 async fn readyz_is_ready_when_the_data_dir_is_writable() {
     let app = TestApp::spawn().await;
     assert_eq!(app.get("/readyz").await.status(), 200);
@@ -29,7 +29,7 @@ async fn readyz_is_503_when_the_data_dir_is_gone() {
     assert_eq!(json(response).await["code"], "not_ready");
 }
 
-#[tokio::test]
+both!(status_describes_the_service);
 async fn status_describes_the_service() {
     let app = TestApp::with(&[
         ("SNAPKEEP_RETAIN_LAST", "4"),
@@ -54,7 +54,7 @@ async fn status_describes_the_service() {
     assert_eq!(body["auth"], "none");
 }
 
-#[tokio::test]
+both!(the_base_path_is_configurable);
 async fn the_base_path_is_configurable() {
     let app = TestApp::with(&[("SNAPKEEP_BASE_PATH", "/backup/v1")]).await;
     let response = app
@@ -72,7 +72,7 @@ async fn the_base_path_is_configurable() {
     );
 }
 
-#[tokio::test]
+both!(unknown_routes_and_methods_get_json_errors);
 async fn unknown_routes_and_methods_get_json_errors() {
     let app = TestApp::spawn().await;
     crate::helpers::assert_error(app.get("/nope").await, 404, "not_found").await;

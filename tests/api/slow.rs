@@ -115,7 +115,11 @@ async fn a_client_that_stalls_mid_headers_is_disconnected_while_others_are_serve
     assert!(!app.session_dir("stalled").exists());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both!(
+    a_connection_that_never_sends_a_byte_is_closed_without_an_answer,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
 async fn a_connection_that_never_sends_a_byte_is_closed_without_an_answer() {
     let app = TestApp::with(&[("SNAPKEEP_HEADER_TIMEOUT", "1s")]).await;
     let mut silent = TcpStream::connect(app.addr).await.unwrap();
@@ -127,7 +131,11 @@ async fn a_connection_that_never_sends_a_byte_is_closed_without_an_answer() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both!(
+    headers_trickled_a_byte_at_a_time_are_cut_off_because_the_timeout_bounds_the_whole_head,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
 async fn headers_trickled_a_byte_at_a_time_are_cut_off_because_the_timeout_bounds_the_whole_head() {
     let app = TestApp::with(&[("SNAPKEEP_HEADER_TIMEOUT", "1s")]).await;
     let (mut reader, mut writer) = TcpStream::connect(app.addr).await.unwrap().into_split();
@@ -161,7 +169,11 @@ async fn headers_trickled_a_byte_at_a_time_are_cut_off_because_the_timeout_bound
     assert!(sent < total, "cut off before the headers were complete");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both!(
+    a_body_trickled_a_byte_at_a_time_gets_408_and_nothing_is_written,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
 async fn a_body_trickled_a_byte_at_a_time_gets_408_and_nothing_is_written() {
     let app = TestApp::with(&[("SNAPKEEP_BODY_TIMEOUT", "1s")]).await;
     let seeded = app.save("s", r#"{"kept":true}"#).await;
@@ -202,7 +214,11 @@ async fn a_body_trickled_a_byte_at_a_time_gets_408_and_nothing_is_written() {
     assert_eq!(app.listed("s").await, [seeded]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both!(
+    three_hundred_idle_connections_do_not_stop_others_from_being_served,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
 async fn three_hundred_idle_connections_do_not_stop_others_from_being_served() {
     let app = TestApp::spawn().await;
     let mut idle = Vec::new();
@@ -217,7 +233,11 @@ async fn three_hundred_idle_connections_do_not_stop_others_from_being_served() {
     drop(idle);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both!(
+    past_the_connection_cap_a_client_waits_until_an_idle_connection_times_out,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
 async fn past_the_connection_cap_a_client_waits_until_an_idle_connection_times_out() {
     let mut app = TestApp::with(&[
         ("SNAPKEEP_MAX_CONNECTIONS", "2"),
@@ -252,7 +272,11 @@ async fn past_the_connection_cap_a_client_waits_until_an_idle_connection_times_o
     drop(idle);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both!(
+    a_keep_alive_connection_left_idle_after_a_request_is_closed_after_the_header_timeout,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
 async fn a_keep_alive_connection_left_idle_after_a_request_is_closed_after_the_header_timeout() {
     let app = TestApp::with(&[("SNAPKEEP_HEADER_TIMEOUT", "1s")]).await;
     let mut stream = TcpStream::connect(app.addr).await.unwrap();

@@ -151,9 +151,9 @@ async fn a_restarted_server_serves_what_is_on_disk() {
     let app = TestApp::with(&[("SNAPKEEP_RETAIN_LAST", "2")]).await;
     let first = app.save("s", "[1]").await;
     let second = app.save("s", "[2]").await;
-    let (temp, data) = app.stop().await;
+    let stopped = app.stop().await;
 
-    let app = TestApp::with_dir(temp, data, &[("SNAPKEEP_RETAIN_LAST", "2")]).await;
+    let app = TestApp::restart(stopped, &[("SNAPKEEP_RETAIN_LAST", "2")]).await;
     assert_eq!(app.listed("s").await, vec![second.clone(), first.clone()]);
     let third = json(app.post("s", "[3]").await).await;
     assert_eq!(

@@ -5,6 +5,8 @@
 // Each test binary uses its own part of this module.
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -92,7 +94,7 @@ impl Server {
     /// snapshots counted): reads are served before that, writes wait for it.
     pub fn wait_prepared(&self) {
         for _ in 0..400 {
-            if self.log_text().contains("data directory ready") {
+            if self.log_text().contains("ready: writes are accepted") {
                 return;
             }
             std::thread::sleep(Duration::from_millis(25));

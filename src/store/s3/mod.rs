@@ -67,6 +67,8 @@ const HEAD: &str = "head.json";
 const PROBE_PREFIX: &str = ".snapkeep-probe-";
 /// An object that no head lists and is younger than this may be a write in progress.
 const IN_FLIGHT_SECS: i64 = 3600;
+/// How many times a read follows its snapshot being pruned under it before it is a `404`.
+const PRUNED_UNDER_A_READ: usize = 5;
 /// Snapshots up to this size are read whole; larger ones go through a temp file.
 const READ_WHOLE_UP_TO: u64 = 256 * 1024;
 /// Only latest snapshots up to this size are kept in memory...
@@ -417,8 +419,25 @@ impl S3 {
         which: Which,
         unless: Option<Expected>,
     ) -> Result<Opened, StoreError> {
+        // A snapshot pruned by a write between the head's read and the object's is read again
+        // from the new head; a few times at most, then it is gone.
+        for _ in 0..PRUNED_UNDER_A_READ {
+            if let Some(opened) = self.try_open(session, &which, unless.as_ref()).await? {
+                return Ok(opened);
+            }
+        }
+        Err(StoreError::NotFound)
+    }
+
+    /// One try of [`S3::open`]; `None` when the object went after its head was read.
+    async fn try_open(
+        &self,
+        session: &SessionId,
+        which: &Which,
+        unless: Option<&Expected>,
+    ) -> Result<Option<Opened>, StoreError> {
         let seen = self.current(session).await?.ok_or(StoreError::NotFound)?;
-        let entry = match &which {
+        let entry = match which {
             Which::Latest => seen.head.newest(),
             Which::Id(id) => seen.head.find(id),
         };
@@ -428,20 +447,26 @@ impl S3 {
             bytes: entry.bytes,
         };
         if unless.is_some_and(|tags| tags.matches(Some(&info.id))) {
-            return Ok(Opened::Unchanged(info));
+            return Ok(Some(Opened::Unchanged(info)));
         }
         let is_latest = seen.head.newest() == Some(&entry);
         if is_latest && let Some(content) = seen.latest.clone() {
             self.hits.fetch_add(1, Ordering::Relaxed);
             let body = SnapshotBody::Whole(content);
-            return Ok(Opened::Snapshot(Snapshot {
+            let snapshot = Snapshot {
                 info,
                 intact: true,
                 body,
-            }));
+            };
+            return Ok(Some(Opened::Snapshot(snapshot)));
         }
-        let got = self.store.get(&self.snapshot_key(session, &info.id)).await;
-        let got = got.map_err(not_found)?;
+        let got = match self.store.get(&self.snapshot_key(session, &info.id)).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) if self.changed(session, &seen).await? => {
+                return Ok(None);
+            }
+            Err(err) => return Err(not_found(err)),
+        };
         let (intact, body, info) = if got.meta.size <= READ_WHOLE_UP_TO {
             let bytes = got.bytes().await.map_err(unavailable)?;
             let intact = info.id.digest_matches(&sha256_hex(&bytes));
@@ -457,7 +482,12 @@ impl S3 {
         } else {
             self.through_temp_file(got, info).await?
         };
-        Ok(Opened::Snapshot(Snapshot { info, intact, body }))
+        Ok(Some(Opened::Snapshot(Snapshot { info, intact, body })))
+    }
+
+    /// Whether the session's head has changed since `seen`.
+    async fn changed(&self, session: &SessionId, seen: &Seen) -> Result<bool, StoreError> {
+        Ok(self.fetch_head(session, Some(seen)).await?.is_some())
     }
 
     /// A large snapshot: downloaded into an unnamed temp file while its digest is computed (the

@@ -454,7 +454,8 @@ fn verify_json_lists_the_corrupt_temp_and_stray_paths_and_whether_all_is_ok() {
             "intact": 3,
             "corrupt": [corrupt],
             "temp": [temp],
-            "stray": ["s/NOTES.txt", "stray.txt"],
+            "missing": [],
+        "stray": ["s/NOTES.txt", "stray.txt"],
             "ok": false,
         })
     );
@@ -956,4 +957,97 @@ async fn verify_next_to_a_server_that_keeps_writing_and_pruning_finds_nothing_wr
     writing.abort();
 
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// The subcommands on a bucket (`--storage s3://...`, the `AWS_*` variables), next to a server
+/// writing to it: what they list, show, verify, prune and restore is the server's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subcommand_works_on_a_bucket() {
+    let Some(moto) = support::s3::moto() else {
+        return;
+    };
+    let prefix = uuid::Uuid::new_v4().to_string();
+    let storage = format!("s3://{}/{prefix}", support::s3::BUCKET);
+    let aws: Vec<(String, String)> = moto
+        .vars(&prefix)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("AWS_"))
+        .collect();
+    let on_bucket = |args: &[&str]| {
+        let output = snapkeep(&[("SNAPKEEP_RETAIN_LAST", "2")])
+            .envs(aws.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .arg("--storage")
+            .arg(&storage)
+            .args(args)
+            .output()
+            .unwrap();
+        Run {
+            code: output.status.code(),
+            stdout: String::from_utf8(output.stdout).unwrap(),
+            stderr: String::from_utf8(output.stderr).unwrap(),
+        }
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    let mut vars: Vec<(&str, &str)> = aws.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    vars.extend([
+        ("SNAPKEEP_STORAGE", storage.as_str()),
+        ("SNAPKEEP_RETAIN_LAST", "3"),
+    ]);
+    let server = Server::start(scratch.path(), &vars);
+    server.wait_prepared();
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for n in 1..=3 {
+        let answer: Value = client
+            .post(server.url(&format!("{BASE}/s")))
+            .header("content-type", "application/json")
+            .body(format!("{{\"v\":{n}}}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(answer["id"].as_str().unwrap().to_owned());
+    }
+
+    let sessions = on_bucket(&["--json", "list"]).json();
+    assert_eq!(sessions[0]["session"], "s");
+    assert_eq!(sessions[0]["snapshots"], 3);
+    assert_eq!(on_bucket(&["show", "s"]).stdout, "{\"v\":3}");
+    let verified = on_bucket(&["--json", "verify"]);
+    assert_eq!(verified.code, Some(0), "{verified:?}");
+    assert_eq!(verified.json()["intact"], 3);
+
+    // The CLI's policy keeps 2: the oldest goes, and the server sees it gone.
+    let pruned = on_bucket(&["prune"]);
+    assert_eq!(pruned.code, Some(0), "{pruned:?}");
+    let url = server.url(&format!("{BASE}/s"));
+    assert_eq!(
+        listed_ids(&client, &url).await,
+        [ids[2].clone(), ids[1].clone()]
+    );
+    let restored = on_bucket(&["--json", "restore", "s", &ids[1]]);
+    assert_eq!(restored.code, Some(0), "{restored:?}");
+    let new = restored.json()["id"].as_str().unwrap().to_owned();
+    let latest = client
+        .get(server.url(&format!("{BASE}/s/latest")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(latest.headers()["x-snapshot-id"], new.as_str());
+    assert_eq!(latest.text().await.unwrap(), "{\"v\":2}");
+
+    // Damage by hand: an edited snapshot, a deleted one, a stranger's object.
+    moto.put(&format!("{prefix}/s/{new}.json"), b"{\"v\":666}")
+        .await;
+    moto.delete(&format!("{prefix}/s/{}.json", ids[2])).await;
+    moto.put(&format!("{prefix}/notes.txt"), b"operator's")
+        .await;
+    let verified = on_bucket(&["--json", "verify"]);
+    assert_eq!(verified.code, Some(1), "{verified:?}");
+    let report = verified.json();
+    assert_eq!(report["corrupt"], json!([format!("s/{new}.json")]));
+    assert_eq!(report["missing"], json!([format!("s/{}.json", ids[2])]));
+    assert_eq!(report["stray"], json!(["notes.txt"]));
 }

@@ -293,3 +293,69 @@ async fn the_cli_racing_a_server_on_one_bucket_loses_nothing() {
     };
     the_cli_racing_a_server_loses_nothing(bucket).await;
 }
+
+/// A server killed (`kill -9`) while writes are in flight: every write it acknowledged is
+/// there for the next server, and what the killed writes left is no snapshot.
+async fn a_server_killed_mid_write_loses_no_acknowledged_snapshot(shared: Shared) {
+    let extra = [("SNAPKEEP_RETAIN_LAST", "1000")];
+    let server = shared.server(&extra);
+    let client = reqwest::Client::new();
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (client, url) = (client.clone(), server.url(&format!("{BASE}/k")));
+        writers.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for i in 0.. {
+                let sent = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(format!("{{\"writer\":{w},\"i\":{i}}}"))
+                    .send()
+                    .await;
+                let Ok(response) = sent else {
+                    return acknowledged; // killed
+                };
+                let Ok(answer) = response.json::<Value>().await else {
+                    return acknowledged;
+                };
+                acknowledged.push(answer["id"].as_str().unwrap().to_owned());
+            }
+            unreachable!()
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    server.signal(nix::sys::signal::Signal::SIGKILL);
+    let mut acknowledged = BTreeSet::new();
+    for writer in writers {
+        acknowledged.extend(writer.await.unwrap());
+    }
+    assert!(acknowledged.len() > 4, "the writes had started");
+
+    let next = shared.server(&extra);
+    let listed: BTreeSet<String> = listed_ids(&client, &next.url(&format!("{BASE}/k")))
+        .await
+        .into_iter()
+        .collect();
+    let lost: Vec<&String> = acknowledged.difference(&listed).collect();
+    assert!(lost.is_empty(), "acknowledged and lost: {lost:?}");
+    let verify = snapkeep(&[])
+        .envs(shared.vars())
+        .arg("verify")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_write_on_a_directory_loses_no_acknowledged_snapshot() {
+    a_server_killed_mid_write_loses_no_acknowledged_snapshot(Shared::dir()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_write_on_a_bucket_loses_no_acknowledged_snapshot() {
+    let Some(bucket) = Shared::bucket() else {
+        return;
+    };
+    a_server_killed_mid_write_loses_no_acknowledged_snapshot(bucket).await;
+}

@@ -133,7 +133,13 @@ async fn verify(store: &Store, json: bool) -> anyhow::Result<ExitCode> {
         }
         for path in &report.temp {
             println!(
-                "temp     {}  (left by a crashed write; the server removes it at start)",
+                "temp     {}  (left by a crashed or killed write; the server removes it)",
+                path.display()
+            );
+        }
+        for path in &report.missing {
+            println!(
+                "missing  {}  (listed in its session's head, not in the bucket)",
                 path.display()
             );
         }
@@ -143,8 +149,12 @@ async fn verify(store: &Store, json: bool) -> anyhow::Result<ExitCode> {
                 path.display()
             );
         }
+        let missing = match report.missing.len() {
+            0 => String::new(),
+            n => format!(", {n} missing"),
+        };
         println!(
-            "{} snapshots intact, {} corrupt, {} temp, {} stray",
+            "{} snapshots intact, {} corrupt, {} temp{missing}, {} stray",
             report.good,
             report.corrupt.len(),
             report.temp.len(),
@@ -244,6 +254,7 @@ fn report_json(report: &Report) -> Value {
         "intact": report.good,
         "corrupt": paths(&report.corrupt),
         "temp": paths(&report.temp),
+        "missing": paths(&report.missing),
         "stray": paths(&report.stray),
         "ok": !report.has_problems(),
     })

@@ -71,6 +71,8 @@ pub struct TestApp {
     pub data_dir: PathBuf,
     /// On S3: the server's prefix in the test bucket.
     pub prefix: Option<String>,
+    /// The server's own state (its store, say).
+    pub state: snapkeep::http::AppState,
     _temp: TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -94,12 +96,35 @@ impl TestApp {
     /// bucket instead (and `data_dir` is unused).
     pub async fn with_dir(temp: TempDir, data_dir: PathBuf, vars: &[(&str, &str)]) -> Self {
         let prefix = (backend() == Backend::S3).then(|| uuid::Uuid::new_v4().to_string());
-        Self::start(temp, data_dir, prefix, vars).await
+        Self::start(temp, data_dir, prefix, vars)
+            .await
+            .prepared()
+            .await
+    }
+
+    /// A server with extra settings, as soon as it answers: start-up may still be preparing
+    /// the store (counting it, or waiting for a bucket that does not answer).
+    pub async fn starting(vars: &[(&str, &str)]) -> Self {
+        let temp = tempfile::tempdir().unwrap();
+        let data_dir = temp.path().join("data");
+        Self::start(temp, data_dir, None, vars).await
     }
 
     /// A new server over what a stopped one kept.
     pub async fn restart(stopped: Stopped, vars: &[(&str, &str)]) -> Self {
-        Self::start(stopped.temp, stopped.data_dir, stopped.prefix, vars).await
+        Self::start(stopped.temp, stopped.data_dir, stopped.prefix, vars)
+            .await
+            .prepared()
+            .await
+    }
+
+    /// Waits until start-up has prepared the store (removed a crash's temp files, counted):
+    /// tests that look at the directory or the counts start once that is done.
+    async fn prepared(self) -> Self {
+        while self.state.store.preparing() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        self
     }
 
     async fn start(
@@ -131,6 +156,7 @@ impl TestApp {
             client: reqwest::Client::new(),
             data_dir,
             prefix,
+            state,
             _temp: temp,
             shutdown: Some(tx),
             task: Some(task),
@@ -142,11 +168,6 @@ impl TestApp {
             .get(app.url("/healthz"))
             .header("connection", "close");
         assert_eq!(probe.send().await.unwrap().status(), 200);
-        // Start-up prepares the directory in the background (temp files of a crash, counts);
-        // tests that look at the directory or the counts start once that is done.
-        while state.store.preparing() {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
         app
     }
 

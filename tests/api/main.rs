@@ -25,6 +25,7 @@ mod limits;
 mod metrics;
 mod patch;
 mod read;
+mod s3_faults;
 mod save;
 mod service;
 mod slow;

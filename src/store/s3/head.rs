@@ -32,6 +32,11 @@ const FORMAT: u32 = 1;
 /// write a minute at most, however often an app saves the same state.
 const USED_AT_GRANULARITY: time::Duration = time::Duration::MINUTE;
 
+/// A snapshot object that no head lists and is younger than this (by the bucket's clock) may
+/// belong to a write in progress; older, it is what a write left that lost its race or was
+/// killed before its commit.
+pub const IN_FLIGHT_SECS: i64 = 3600;
+
 /// One committed snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -149,6 +154,19 @@ impl Head {
             .collect()
     }
 
+    /// Of a session's snapshot objects, given with their age in seconds, those that this head
+    /// does not list and that are too old to be a write in progress: leftovers.
+    pub fn leftovers(
+        &self,
+        objects: impl IntoIterator<Item = (SnapshotId, i64)>,
+    ) -> Vec<SnapshotId> {
+        objects
+            .into_iter()
+            .filter(|(id, age)| *age > IN_FLIGHT_SECS && self.find(id).is_none())
+            .map(|(id, _)| id)
+            .collect()
+    }
+
     /// The head after `plan`, made at `now`; `None` when the plan changes nothing worth a
     /// commit (it removes nothing listed, writes nothing, and the last use is recent).
     pub fn next(&self, plan: &Plan, now: OffsetDateTime) -> Option<Self> {
@@ -243,6 +261,26 @@ mod tests {
         assert_eq!(marked.used_at, Some(NOW));
         assert!(marked.next(&used, NOW + time::Duration::SECOND).is_none());
         assert!(marked.next(&used, NOW + time::Duration::HOUR).is_some());
+    }
+
+    #[test]
+    fn leftovers_are_old_objects_that_no_commit_listed() {
+        let head = Head::default().next(&write("[1]", None), NOW).unwrap();
+        let listed = head.ids[0].clone();
+        let other = SnapshotId::parse("20261204T090000.000000Z-0123456789abcdef").unwrap();
+        let objects = [
+            (listed.clone(), 2 * IN_FLIGHT_SECS), // committed, however old
+            (other.clone(), 60),                  // maybe a write in progress
+        ];
+        assert!(head.leftovers(objects).is_empty());
+        let old = [
+            (listed, 2 * IN_FLIGHT_SECS),
+            (other.clone(), IN_FLIGHT_SECS + 1),
+        ];
+        assert_eq!(head.leftovers(old), vec![other.clone()]);
+        // A session whose head is gone (deleted by hand) lists nothing.
+        let gone = [(other.clone(), IN_FLIGHT_SECS + 1)];
+        assert_eq!(Head::default().leftovers(gone), vec![other]);
     }
 
     #[test]

@@ -53,7 +53,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
-use self::head::Head;
+use self::head::{Head, IN_FLIGHT_SECS};
 use super::name::{SessionId, SnapshotId, hex, sha256_hex};
 use super::seam::{Content, Done, Need, NewSnapshot, Plan, View};
 use super::{
@@ -65,8 +65,6 @@ use super::{
 const HEAD: &str = "head.json";
 /// Probe objects, at the top of the prefix (no session id starts with a dot).
 const PROBE_PREFIX: &str = ".snapkeep-probe-";
-/// An object that no head lists and is younger than this may be a write in progress.
-const IN_FLIGHT_SECS: i64 = 3600;
 /// How many times a read follows its snapshot being pruned under it before it is a `404`.
 const PRUNED_UNDER_A_READ: usize = 5;
 /// Snapshots up to this size are read whole; larger ones go through a temp file.
@@ -599,18 +597,20 @@ impl S3 {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let mut removed = 0;
         for (session, objects) in self.by_session().await?.of {
-            let orphans: Vec<(SnapshotId, &ObjectMeta)> = objects
+            let aged: Vec<(SnapshotId, i64)> = objects
                 .iter()
-                .filter_map(|(name, meta)| Some((snapshot_name(name)?, meta)))
-                .filter(|(_, meta)| now - meta.last_modified.timestamp() > IN_FLIGHT_SECS)
+                .filter_map(|(name, meta)| {
+                    Some((snapshot_name(name)?, now - meta.last_modified.timestamp()))
+                })
+                .filter(|(_, age)| *age > IN_FLIGHT_SECS)
                 .collect();
-            if orphans.is_empty() {
+            if aged.is_empty() {
                 continue;
             }
             // Read now, after the listing: a head that lists an object committed it.
             let head = self.fetch_head(&session, None).await?.flatten();
-            let listed = |id: &SnapshotId| head.as_ref().is_some_and(|s| s.head.find(id).is_some());
-            for (id, _) in orphans.into_iter().filter(|(id, _)| !listed(id)) {
+            let head = head.map(|seen| seen.head).unwrap_or_default();
+            for id in head.leftovers(aged) {
                 self.remove_objects(&session, std::slice::from_ref(&id))
                     .await;
                 tracing::info!(%session, snapshot = %id, "removed a snapshot object that no commit listed");
@@ -666,7 +666,8 @@ impl S3 {
                     continue;
                 };
                 if head.find(&id).is_none() {
-                    if now - meta.last_modified.timestamp() > IN_FLIGHT_SECS {
+                    let age = now - meta.last_modified.timestamp();
+                    if !head.leftovers([(id, age)]).is_empty() {
                         report.temp.push(path(name));
                     }
                     continue;

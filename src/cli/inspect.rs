@@ -1,7 +1,7 @@
-//! The subcommands that work on the data directory itself: `list`, `show`, `verify`, `prune`
-//! and `restore`. They use the same store as the server (same names, locks within this
-//! process, durable writes), print text for people or JSON for scripts, and say with their
-//! exit code whether all is well: 0 yes, 1 `verify` found problems, 2 an error.
+//! The subcommands that work on the store itself: `list`, `show`, `verify`, `prune` and
+//! `restore`. They use the same store as the server (same names, the same transactions, so
+//! they are safe beside running servers), print text for people or JSON for scripts, and say
+//! with their exit code whether all is well: 0 yes, 1 `verify` found problems, 2 an error.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -211,7 +211,7 @@ async fn restore(
 ) -> anyhow::Result<ExitCode> {
     let session = session_arg(session)?;
     let id = id_arg(id)?;
-    // The quotas count the whole directory, which this process has not counted yet.
+    // The quotas count the whole store, which this process has not counted yet.
     store.recount().await?;
 
     let (saved, intact) = match store.restore(&session, &id, force).await {

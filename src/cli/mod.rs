@@ -1,8 +1,10 @@
 //! The command line: `snapkeep` (or `snapkeep serve`) runs the server; `snapkeep healthcheck`
 //! asks a running server whether it is up, for a container's `HEALTHCHECK` without curl;
 //! `snapkeep token SESSION --ttl 30d` mints a session token with the configured signing key;
-//! `list`, `show`, `verify`, `prune` and `restore` work on the data directory directly (see
-//! `inspect.rs`), with no server needed, and may run while one does.
+//! `list`, `show`, `verify`, `prune` and `restore` work on the store directly (the data
+//! directory, or the bucket of `--storage` / `SNAPKEEP_STORAGE`; see `inspect.rs`), with no
+//! server needed, and may run while servers do: their changes are transactions like a
+//! server's.
 
 mod inspect;
 

@@ -1,5 +1,6 @@
-//! The data directory: every `std::fs` call of the store lives here, and all of it is blocking
-//! (the store runs it in `spawn_blocking`).
+//! The data directory's files: layout, listing, reading, writing, removing and cleaning up. All
+//! of it is blocking (the backend runs it in `spawn_blocking`); the session lock is in
+//! `flock.rs`, the durable write in `atomic.rs`.
 //!
 //! Layout: `<root>/<session>/<snapshot id>.json`. While a write is under way its bytes sit in
 //! `<root>/<session>/.<snapshot id>.json.tmp` (or, for a large upload, in

@@ -192,7 +192,7 @@ impl Head {
             });
         }
         let used_at = match stale_use {
-            true => Some(now),
+            true => Some(now.replace_nanosecond(0).unwrap_or(now)),
             false => self.used_at,
         };
         Some(Self::new(self.generation + 1, used_at, snapshots))
@@ -257,8 +257,10 @@ mod tests {
             mark_used: true,
             ..Plan::default()
         };
-        let marked = one.next(&used, NOW).unwrap();
-        assert_eq!(marked.used_at, Some(NOW));
+        let marked = one
+            .next(&used, NOW + time::Duration::milliseconds(500))
+            .unwrap();
+        assert_eq!(marked.used_at, Some(NOW), "to the second");
         assert!(marked.next(&used, NOW + time::Duration::SECOND).is_none());
         assert!(marked.next(&used, NOW + time::Duration::HOUR).is_some());
     }

@@ -9,6 +9,7 @@ mod support;
 mod access;
 mod bad_input;
 mod browser;
+mod bucket;
 mod concurrency;
 mod conditional;
 mod cors;

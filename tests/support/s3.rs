@@ -73,6 +73,16 @@ impl Moto {
             .collect()
     }
 
+    /// The object at `key` in the test bucket, or `None`.
+    pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        use object_store::ObjectStoreExt;
+        match self.bucket().get(&key.into()).await {
+            Ok(got) => Some(got.bytes().await.unwrap().to_vec()),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(err) => panic!("getting {key}: {err}"),
+        }
+    }
+
     /// Writes `bytes` at `key` in the test bucket.
     pub async fn put(&self, key: &str, bytes: &[u8]) {
         use object_store::ObjectStoreExt;

@@ -90,7 +90,7 @@ async fn an_object_no_head_lists_is_not_served() {
         .unwrap()
         .put(&format!("{prefix}/s/{unlisted}.json"), b"[\"by hand\"]")
         .await;
-    assert_eq!(app.listed("s").await, [listed.clone()]);
+    assert_eq!(app.listed("s").await, std::slice::from_ref(&listed));
     let latest = app.get(&format!("{BASE}/s/latest")).await;
     assert_eq!(latest.headers()["x-snapshot-id"], listed.as_str());
     let direct = app.get(&format!("{BASE}/s/{unlisted}")).await;

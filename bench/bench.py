@@ -4,13 +4,16 @@ interleaved, checks that the writes really landed, and writes the results and th
     python3 bench/bench.py [--quick] [W1 W2 W3 W4 W5] [--targets snapkeep,nginx,...]
 
 Environment: BENCH_REPEATS (3; --quick: 1), BENCH_DURATION (seconds per wrk run; 6, --quick: 2),
-BENCH_TARGETS (comma list), BENCH_TMP (parent of the temp dir; /tmp), BENCH_KEEP_TMP=1."""
+BENCH_TARGETS (comma list), BENCH_TMP (parent of the temp dir; /tmp), BENCH_KEEP_TMP=1,
+BENCH_BASELINE (an older snapkeep binary: adds the snapkeep-before* targets)."""
 
 import argparse
+import hashlib
 import json
 import os
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,8 +24,8 @@ from pathlib import Path
 
 import report
 import seed
-from targets import BENCH, BINARIES, REPO, TARGETS, Server, count_files, json_server_count
-from targets import pin_binaries, remove_tree, request
+from targets import BASELINE, BENCH, BINARIES, REPO, S3_TARGETS, TARGETS, Moto, MotoPeer, Server
+from targets import count_files, json_server_count, pin_binaries, remove_tree, request
 
 MiB = 1 << 20
 SMALL = 4096  # W1, W3, W4 bodies
@@ -37,12 +40,13 @@ DISK_PROBES = {
     "disk-nofsync": (0, False),
     "disk-nofsync-rotating": (10, False),
 }
-HTTP = list(TARGETS)
+HTTP = [t for t in TARGETS if t not in S3_TARGETS]  # with snapkeep-before* if BENCH_BASELINE
 WORKLOADS = {
-    "W1": dict(targets=list(DISK_PROBES) + HTTP, connections=16, body=SMALL),
+    "W1": dict(targets=list(DISK_PROBES) + HTTP + ["snapkeep-s3", "moto-put"], connections=16,
+               body=SMALL),
     "W2": dict(targets=HTTP, connections=4, body=LARGE),
-    "W3": dict(targets=["snapkeep", "http-floor", "nginx", "dufs", "express", "json-server"],
-               connections=16),
+    "W3": dict(targets=["snapkeep", "snapkeep-before", "http-floor", "nginx", "dufs", "express",
+                        "json-server", "snapkeep-s3", "moto-get"], connections=16),
     "W4": dict(targets=["snapkeep", "snapkeep-nofsync"], connections=16, body=SMALL),
     "W5": dict(targets=["snapkeep", "snapkeep-nofsync", "nginx", "dufs", "express"]),
 }
@@ -70,11 +74,14 @@ def main():
     except KeyboardInterrupt:
         print("\ninterrupted; reporting what was measured", file=sys.stderr)
     finally:
-        Server.stop_all()
+        Server.stop_all()  # moto too
         if os.environ.get("BENCH_KEEP_TMP") != "1":
             remove_tree(tmp)
     if bench.records:
         machine["snapkeep_sha256"] = bench.snapkeep_sha256
+        if BASELINE:  # which older binary the snapkeep-before* rows measured
+            machine["baseline"] = BASELINE
+            machine["baseline_sha256"] = bench.baseline_sha256
         finish(opts, bench.records, started, machine)
 
 
@@ -89,10 +96,21 @@ def parse_args():
     unknown = [w for w in opts.workloads if w not in WORKLOADS]
     if unknown:
         parser.error(f"unknown workload(s) {unknown}; choose from {list(WORKLOADS)}")
-    opts.targets = [t for t in opts.targets.split(",") if t] or list(DISK_PROBES) + HTTP
+    has_moto = shutil.which("moto_server") is not None
+    chosen = [t for t in opts.targets.split(",") if t]
+    if not chosen:
+        chosen = list(DISK_PROBES) + [t for t in TARGETS if has_moto or t not in S3_TARGETS]
+        if not has_moto:
+            log("no moto_server on PATH: the S3 targets are left out (pip install 'moto[server]')")
+    opts.targets = chosen
     unknown = [t for t in opts.targets if t not in TARGETS and t not in DISK_PROBES]
     if unknown:
-        parser.error(f"unknown target(s) {unknown}; choose from {list(DISK_PROBES) + HTTP}")
+        hint = "BENCH_BASELINE is not set; " if any(t.startswith("snapkeep-before")
+                                                    for t in unknown) else ""
+        parser.error(f"unknown target(s) {unknown}; {hint}"
+                     f"choose from {list(DISK_PROBES) + list(TARGETS)}")
+    if not has_moto and any(t in S3_TARGETS for t in opts.targets):
+        parser.error("the S3 targets need moto_server on PATH: pip install 'moto[server]'")
     opts.repeats = int(os.environ.get("BENCH_REPEATS", "1" if opts.quick else "3"))
     opts.duration = float(os.environ.get("BENCH_DURATION", "2" if opts.quick else "6"))
     return opts
@@ -104,13 +122,20 @@ class Bench:
         self.records = []
         self.runs = 0
         self.seeded = {}  # W4 scale -> data dir holding that many snapshots
-        self.snapkeep_sha256 = None
+        self.snapkeep_sha256 = self.baseline_sha256 = None
+        self.moto = None  # the S3 targets' server, when one is selected
 
     def selected(self, workload):
         return [t for t in WORKLOADS[workload]["targets"] if t in self.opts.targets]
 
     def prepare(self):
         self.snapkeep_sha256 = pin_binaries(self.tmp / "bin")
+        if BASELINE:
+            copy = BINARIES["snapkeep_before"]
+            self.baseline_sha256 = hashlib.sha256(copy.read_bytes()).hexdigest()
+        if any(t in S3_TARGETS for w in self.opts.workloads for t in self.selected(w)):
+            self.moto = Moto(self.tmp / "moto")
+            log(f"moto_server on port {self.moto.port}")
         if "W4" in self.opts.workloads and self.selected("W4"):
             for scale in W4_SCALES:
                 began = time.perf_counter()
@@ -163,7 +188,7 @@ class Bench:
         finally:
             remove_tree(run_dir)
             os.sync()  # let the next run start with no writeback of this one pending
-            if workload in ("W1", "W2", "W4"):
+            if workload in ("W1", "W2", "W4") and target not in S3_TARGETS:
                 # ext4 without a journal allocates new inodes past the ones freed in the last
                 # 5 s (once written back): a run right after one that deleted thousands of
                 # files (rotation, or the cleanup above) would pay for them in every file it
@@ -171,10 +196,21 @@ class Bench:
                 time.sleep(FREED_INODES_SETTLE_S)
         record = dict(repeat=repeat, workload=label, target=target, **result)
         self.records.append(record)
-        log(f"[{self.runs}/{total}] {label:8} {target:17} {summary_line(record)}"
+        log(f"[{self.runs}/{total}] {label:8} {target:23} {summary_line(record)}"
             f"  ({time.perf_counter() - began:.1f}s)")
 
     # --- the runs --------------------------------------------------------------------------
+
+    def serve(self, target, run_dir, **kwargs):
+        """The target's server for one run. The S3 targets use the prefix named as the run dir
+        (fresh each run) in moto's bucket; moto-put and moto-get are moto itself."""
+        if not target.s3:
+            return Server(target, run_dir, **kwargs)
+        self.moto.reset()  # moto keeps every object in memory: drop the last run's
+        if target.name.startswith("moto-"):
+            return MotoPeer(self.moto, run_dir.name)
+        kwargs["extra_env"] = dict(kwargs.get("extra_env") or {}, **self.moto.vars(run_dir.name))
+        return Server(target, run_dir, **kwargs)
 
     def disk_limit(self, run_dir, keep, fsync):
         argv = [str(BINARIES["disk_limit"]), str(run_dir / "data"), "16", str(self.opts.duration),
@@ -196,7 +232,7 @@ class Bench:
             seed.reset_bench_sessions(data_dir, scale)
             if scale:  # the first served request is a read of a seeded snapshot
                 ready = "/api/backup/s0/latest"
-        with Server(target, run_dir, data_dir=data_dir, ready_path=ready) as server:
+        with self.serve(target, run_dir, data_dir=data_dir, ready_path=ready) as server:
             first_write_ms = None
             if scale is not None:  # spawn to the first acknowledged write (not a W4 session)
                 body = seed.json_body(SMALL, seq=time.time_ns())
@@ -204,14 +240,18 @@ class Bench:
                 first_write_ms = (time.perf_counter() - server.spawned) * 1000
                 if status != 201:
                     raise RuntimeError(f"first write: HTTP {status}")
-            wrk = self.wrk(server, target.write_method, target.write_path, spec["connections"],
-                           body=spec["body"], session_field=target.session_field)
+            wrk = self.wrk(server, target.write_method, server.root + target.write_path,
+                           spec["connections"], body=spec["body"],
+                           session_field=target.session_field, header=target.header)
             rss = server.peak_rss_mib()
             startup = server.startup_ms
             if target.name == "json-server":
                 settle_json_server(server.data_dir, wrk["requests"])
         ok_requests = wrk["requests"] - wrk["errors_status"]
-        check_ok, check = self.check_writes(target, server.data_dir, ok_requests, scale)
+        if target.s3:
+            check_ok, check = self.check_objects(target, run_dir.name, ok_requests)
+        else:
+            check_ok, check = self.check_writes(target, server.data_dir, ok_requests, scale)
         return dict(wrk, rss_mib=rss, startup_ms=startup, check_ok=check_ok, check=check,
                     mib_s=wrk["req_s"] * spec["body"] / MiB, first_write_ms=first_write_ms)
 
@@ -236,22 +276,36 @@ class Bench:
         ok = found >= expected
         return ok, f"{found} on disk for {ok_requests} ok" + ("" if ok else f" (want {expected})")
 
+    def check_objects(self, target, prefix, ok_requests):
+        """check_writes for the S3 targets: the snapshot objects under the run's prefix."""
+        if ok_requests <= 0:
+            return False, "no successful request"
+        found = self.moto.count_snapshots(prefix)
+        expected = ok_requests
+        if target.write_method == "POST":  # snapkeep-s3 keeps the newest 10 of each session
+            expected = min(ok_requests, seed.SESSIONS * seed.PER_SESSION)
+        ok = found >= expected
+        return ok, f"{found} in the bucket for {ok_requests} ok" + (
+            "" if ok else f" (want {expected})")
+
     def read_run(self, target, run_dir):
-        with Server(target, run_dir) as server:
+        with self.serve(target, run_dir) as server:
             for k in range(seed.SESSIONS):
                 session = f"s{k}" if target.session_field else None
-                path = target.seed_path.replace("{k}", str(k))
+                path = server.root + target.seed_path.replace("{k}", str(k))
                 status, _ = request(server.port, target.write_method, path,
-                                    seed.json_body(SMALL, seq=k, session=session))
+                                    seed.json_body(SMALL, seq=k, session=session),
+                                    headers=server.seed_headers)
                 if status >= 300:
                     raise RuntimeError(f"seeding {path}: HTTP {status}")
             # Spot check: what W3 reads is the seeded document.
-            probe = target.latest_path.replace("{k}", "7").replace("{id}", "8")
+            probe = server.root + target.latest_path.replace("{k}", "7").replace("{id}", "8")
             status, body = request(server.port, "GET", probe)
             expected = seed.json_body(SMALL, seq=7, session="s7" if target.session_field else None)
             same = status == 200 and (not target.disk or
                                       without_id(json.loads(body)) == json.loads(expected))
-            wrk = self.wrk(server, "GET", target.latest_path, WORKLOADS["W3"]["connections"])
+            wrk = self.wrk(server, "GET", server.root + target.latest_path,
+                           WORKLOADS["W3"]["connections"])
             rss = server.peak_rss_mib()
             startup = server.startup_ms
         ok = same and wrk["errors"] == 0 and wrk["requests"] > 0
@@ -286,7 +340,7 @@ class Bench:
             check="ok" if ok else f"HTTP {status}, files of {sizes} bytes",
         )
 
-    def wrk(self, server, method, path, connections, body=0, session_field=False):
+    def wrk(self, server, method, path, connections, body=0, session_field=False, header=""):
         threads = min(WRK_THREADS, connections)
         env = dict(
             os.environ, BENCH_METHOD=method, BENCH_PATH=path, BENCH_BODY_BYTES=str(body),
@@ -294,6 +348,7 @@ class Bench:
         )
         if session_field:
             env["BENCH_SESSION_FIELD"] = "1"
+        env["BENCH_HEADER"] = header  # set even when empty, so that none leaks from the shell
         argv = [
             "wrk", f"-t{threads}", f"-c{connections}", f"-d{self.opts.duration:g}s",
             "--timeout", "10s", "--latency", "-s", str(BENCH / "wrk" / "requests.lua"),

@@ -5,7 +5,8 @@ from statistics import median
 
 WORKLOAD_ORDER = ["W1", "W2", "W3", "W4@0", "W4@10k", "W4@100k", "W5"]
 TARGET_ORDER = ["disk-limit", "disk-rotating", "disk-nofsync", "disk-nofsync-rotating", "snapkeep",
-                "snapkeep-nofsync", "http-floor", "nginx", "dufs", "express", "json-server"]
+                "snapkeep-nofsync", "snapkeep-before", "snapkeep-before-nofsync", "http-floor",
+                "nginx", "dufs", "express", "json-server", "snapkeep-s3", "moto-put", "moto-get"]
 BY_BYTES = {"W2", "W5"}  # compared by MiB/s; the others by req/s
 
 # (name, numerator (workload, target), denominator (workload, target), metric, at least)
@@ -19,6 +20,21 @@ RATIO_GOALS = [
      "req_s", 0.9),
     ("W4 no fsync: 100k existing ÷ empty", ("W4@100k", "snapkeep-nofsync"),
      ("W4@0", "snapkeep-nofsync"), "req_s", 0.9),
+    # On a bucket: snapkeep against a plain client of the same moto doing the same work.
+    ("S3 W1: snapkeep-s3 ÷ moto-put, req/s", ("W1", "snapkeep-s3"), ("W1", "moto-put"), "req_s",
+     0.8),
+    ("S3 W3: snapkeep-s3 ÷ moto-get", ("W3", "snapkeep-s3"), ("W3", "moto-get"), "req_s", 0.8),
+]
+# Shown when BENCH_BASELINE ran: the directory backend must not have lost to the older binary.
+BASELINE_GOALS = [
+    ("W1 durable: snapkeep ÷ snapkeep-before", ("W1", "snapkeep"), ("W1", "snapkeep-before"),
+     "req_s", 0.95),
+    ("W1 no fsync: snapkeep-nofsync ÷ snapkeep-before-nofsync", ("W1", "snapkeep-nofsync"),
+     ("W1", "snapkeep-before-nofsync"), "req_s", 0.95),
+    ("W2 MiB/s, no fsync: snapkeep-nofsync ÷ snapkeep-before-nofsync", ("W2", "snapkeep-nofsync"),
+     ("W2", "snapkeep-before-nofsync"), "mib_s", 0.95),
+    ("W3: snapkeep ÷ snapkeep-before", ("W3", "snapkeep"), ("W3", "snapkeep-before"), "req_s",
+     0.95),
 ]
 # Not targets: how far the HTTP stack alone (tokio + hyper + axum, no disk) gets next to nginx,
 # which bounds what snapkeep can reach on the same machine. (name, numerator, denominator, metric)
@@ -37,6 +53,9 @@ INFO_RATIOS = [
 RSS_GOALS = [("peak RSS W1", ["W1"], 32), ("peak RSS W3", ["W3"], 32),
              ("peak RSS W2", ["W2"], 64), ("peak RSS W5 (200 MiB upload)", ["W5"], 64)]
 STARTUP_GOAL = ("start-up with 100k snapshots, ms to first served GET", "W4@100k", 200)
+# Whose RSS and start-up the goals above are about: the binary under test on a data dir (not
+# the baseline, not the bucket).
+SNAPKEEP = ("snapkeep", "snapkeep-nofsync")
 
 
 def good(records):
@@ -72,7 +91,9 @@ def per_repeat_ratios(records, num, den, metric):
 
 def snapkeep_for(workload, target):
     """The snapkeep a peer is compared with: durable against the fsyncing disk probes and for
-    reads, otherwise (no HTTP peer fsyncs) the no-fsync one."""
+    reads, otherwise (no HTTP peer fsyncs) the no-fsync one; on moto, snapkeep-s3."""
+    if target.startswith("moto-"):
+        return "snapkeep-s3"
     if target in ("disk-limit", "disk-rotating") or workload == "W3":
         return "snapkeep"
     return "snapkeep-nofsync"
@@ -104,7 +125,8 @@ def summarize(records):
 
 def goals(records):
     out = []
-    for name, num, den, metric, least in RATIO_GOALS:
+    ran_baseline = any(r["target"].startswith("snapkeep-before") for r in records)
+    for name, num, den, metric, least in RATIO_GOALS + (BASELINE_GOALS if ran_baseline else []):
         ratios = per_repeat_ratios(records, num, den, metric)
         value = median(ratios) if ratios else None
         out.append(dict(goal=name, value=value, want=f"≥ {least:g}×", unit="×",
@@ -117,21 +139,21 @@ def goals(records):
                             per_repeat=[round(x, 3) for x in ratios]))
     for name, workloads, most in RSS_GOALS:
         rss = [r["rss_mib"] for r in records if r["workload"] in workloads
-               and r["target"].startswith("snapkeep") and r.get("rss_mib") is not None]
+               and r["target"] in SNAPKEEP and r.get("rss_mib") is not None]
         value = max(rss) if rss else None
         out.append(dict(goal=name, value=value, want=f"< {most} MiB", unit="MiB",
                         met=None if value is None else value < most,
                         per_repeat=[round(x, 1) for x in rss]))
     name, workload, most = STARTUP_GOAL
     times = [r["startup_ms"] for r in good(records)
-             if r["workload"] == workload and r["target"].startswith("snapkeep")]
+             if r["workload"] == workload and r["target"] in SNAPKEEP]
     value = median(times) if times else None
     out.append(dict(goal=name, value=value, want=f"< {most} ms", unit="ms",
                     met=None if value is None else value < most,
                     per_repeat=[round(x, 1) for x in times]))
     # Not a target of issue 6, but what start-up costs a client that writes at once.
     times = [r["first_write_ms"] for r in good(records) if r["workload"] == workload
-             and r["target"].startswith("snapkeep") and r.get("first_write_ms") is not None]
+             and r["target"] in SNAPKEEP and r.get("first_write_ms") is not None]
     out.append(dict(goal="(info) with 100k snapshots, ms from spawn to the first 201",
                     value=median(times) if times else None, want="", unit="ms", met="info",
                     per_repeat=[round(x, 1) for x in times]))
@@ -153,7 +175,9 @@ def markdown(doc):
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, "
         f"data on {m['filesystem']}. snapkeep {m['snapkeep']}; {m['nginx']}; {m['dufs']}; "
-        f"node {m['node']}; {m['wrk']}.",
+        f"node {m['node']}; {m['wrk']}."
+        + (f" Baseline {m['baseline']} (sha256 {m['baseline_sha256'][:12]})."
+           if m.get("baseline") else ""),
         f"Medians of {doc['repeats']} interleaved repeat(s) of {doc['duration_s']:g} s each "
         "(W5: one upload); errors summed and peak RSS the highest over all repeats. "
         f"The run took {doc['took_s'] / 60:.1f} min.",
@@ -178,7 +202,10 @@ def markdown(doc):
         "snapkeep (fsync on). disk-*: examples/disk_limit, no HTTP (-rotating: each write also "
         "deletes the session's file from 10 writes back, as retention does). W2 and W5 ratios are of MiB/s, the others of req/s. W5's p50/p99 is the "
         "upload's time. start ms: spawn to first answered request (W4@10k/100k: first 200 GET "
-        "of a seeded snapshot; page cache warm).",
+        "of a seeded snapshot; page cache warm). moto-put and moto-get (moto's S3 server, "
+        "asked directly) are compared with snapkeep-s3 (snapkeep on a bucket of that moto); "
+        "moto runs for the whole benchmark, so it has no RSS or start time of its own. "
+        "snapkeep-before*: BENCH_BASELINE, an older snapkeep.",
         "",
         "### Issue 6 targets",
         "",

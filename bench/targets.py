@@ -1,5 +1,6 @@
 """The servers bench/run measures: how to start each one on loopback with a fresh data dir, which
-paths its writes and reads use, when it is ready, how much memory it used, and how to stop it."""
+paths its writes and reads use, when it is ready, how much memory it used, and how to stop it.
+Also moto's S3 server, which holds the bucket of the S3 targets."""
 
 import hashlib
 import http.client
@@ -10,6 +11,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.parse
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +25,10 @@ BINARIES = {
     "disk_limit": REPO / "target" / "release" / "examples" / "disk_limit",
     "http_floor": REPO / "target" / "release" / "examples" / "http_floor",
 }
+# An older snapkeep for A/B runs of the directory backend (the snapkeep-before* targets).
+BASELINE = os.environ.get("BENCH_BASELINE")
+if BASELINE:
+    BINARIES["snapkeep_before"] = Path(BASELINE)
 DUFS_BIN = BENCH / ".tools" / "bin" / "dufs"
 JSON_SERVER_JS = BENCH / "node_modules" / "json-server" / "lib" / "cli" / "bin.js"
 
@@ -39,6 +46,9 @@ class Target:
     session_field: bool = False  # the session goes into the body (json-server)
     fsync: bool = False  # makes each write durable before answering
     disk: bool = True  # keeps what it is sent (http-floor answers from memory, keeps nothing)
+    s3: bool = False  # keeps it in moto's bucket, not in a data dir
+    binary: str = "snapkeep"  # the snapkeep* targets: which of BINARIES
+    header: str = ""  # one more header on wrk's requests ("Name: value")
     env: dict = field(default_factory=dict)
 
 
@@ -83,15 +93,38 @@ TARGETS = {
             ready_path="/snapshots",
             session_field=True,
         ),
+        # The bucket and prefix are the run's (see Bench.serve).
+        Target("snapkeep-s3", s3=True, **SNAPKEEP),
+        # What a plain S3 client does for the same work: one PUT that must not replace an
+        # object, as snapkeep's own snapshot PUT. Sent to moto itself, under the run's prefix.
+        Target("moto-put", s3=True, header="If-None-Match: *", **PUT_PEER),
+        Target("moto-get", s3=True, **PUT_PEER),
     ]
 }
+if BASELINE:  # the older binary, run exactly as the first two (A/B runs of the data dir)
+    TARGETS.update({
+        t.name: t
+        for t in [
+            Target("snapkeep-before", binary="snapkeep_before", fsync=True,
+                   env={"SNAPKEEP_FSYNC": "true"}, **SNAPKEEP),
+            Target("snapkeep-before-nofsync", binary="snapkeep_before",
+                   env={"SNAPKEEP_FSYNC": "false"}, **SNAPKEEP),
+        ]
+    })
+# Not a target: the S3 server the S3 targets use (see Moto).
+BUCKET = "snapkeep-bench"
+MOTO = Target("moto", disk=False, **PUT_PEER)
+S3_TARGETS = [name for name, t in TARGETS.items() if t.s3]
 
 
 def pin_binaries(directory):
-    """Copies the built binaries into `directory` and runs those; returns snapkeep's SHA-256."""
+    """Copies the built binaries (and BENCH_BASELINE's) into `directory` and runs those; returns
+    snapkeep's SHA-256."""
     directory.mkdir(parents=True, exist_ok=True)
     for name, path in BINARIES.items():
         if not path.exists():
+            if name == "snapkeep_before":
+                raise SystemExit(f"BENCH_BASELINE={path} is missing")
             raise SystemExit(f"{path} is missing: run bench/run, which builds it")
         copy = directory / name
         shutil.copy2(path, copy)
@@ -105,11 +138,12 @@ def free_port():
         return s.getsockname()[1]
 
 
-def request(port, method, path, body=None, timeout=5.0):
+def request(port, method, path, body=None, timeout=5.0, headers=None):
     """One HTTP request on a new connection; returns (status, body bytes)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
+        headers = dict({"Content-Type": "application/json"} if body is not None else {},
+                       **(headers or {}))
         conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
         return response.status, response.read()
@@ -121,6 +155,8 @@ class Server:
     """A running target. Use as a context manager: it is stopped however the block ends."""
 
     live = set()  # every Server not yet stopped, for the exit handler
+    root = ""  # prepended to the target's paths (see MotoPeer)
+    seed_headers = {}  # sent with W3's seeding writes (see MotoPeer)
 
     def __init__(self, target, run_dir, extra_env=None, ready_path=None, data_dir=None):
         self.target = target
@@ -155,7 +191,8 @@ class Server:
         self.stop()
 
     def _command(self, extra_env):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SNAPKEEP_")}
+        # AWS_* too: snapkeep-s3 gets exactly moto's, none of the shell's (a profile, a token).
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SNAPKEEP_", "AWS_"))}
         name = self.target.name
         if name.startswith("snapkeep"):
             env.update(
@@ -166,7 +203,9 @@ class Server:
             )
             env.update(self.target.env)
             env.update(extra_env)
-            return [str(BINARIES["snapkeep"])], env
+            return [str(BINARIES[self.target.binary])], env
+        if name == "moto":
+            return ["moto_server", "-H", "127.0.0.1", "-p", str(self.port)], env
         if name == "http-floor":
             return [str(BINARIES["http_floor"]), f"127.0.0.1:{self.port}"], env
         if name == "nginx":
@@ -269,6 +308,82 @@ class Server:
     def stop_all(cls):
         for server in list(cls.live):
             server.stop()
+
+
+class Moto(Server):
+    """moto's S3 server, started once per bench run when an S3 target is selected: the bucket of
+    snapkeep-s3, and itself the moto-put / moto-get targets. Each run takes a fresh prefix. moto
+    keeps every object in memory, so it is reset before each S3 run: runs late in the benchmark
+    find it as empty and small as the first did."""
+
+    def __init__(self, run_dir):
+        super().__init__(MOTO, run_dir)
+        self.create_bucket()
+
+    def create_bucket(self):
+        status, body = request(self.port, "PUT", f"/{BUCKET}")  # unsigned: moto takes it
+        if status != 200:
+            raise RuntimeError(f"creating the bucket in moto: HTTP {status} {body[:200]!r}")
+
+    def reset(self):
+        """Drops every object (and the bucket, made again)."""
+        status, _ = request(self.port, "POST", "/moto-api/reset", timeout=60)
+        if status != 200:
+            raise RuntimeError(f"resetting moto: HTTP {status}")
+        self.create_bucket()
+
+    def vars(self, prefix):
+        """What points snapkeep at `prefix` in the bucket."""
+        return dict(
+            SNAPKEEP_STORAGE=f"s3://{BUCKET}/{prefix}",
+            AWS_ENDPOINT_URL=f"http://127.0.0.1:{self.port}",
+            AWS_ALLOW_HTTP="true",
+            AWS_ACCESS_KEY_ID="x",
+            AWS_SECRET_ACCESS_KEY="y",
+            AWS_REGION="us-east-1",
+        )
+
+    def count_snapshots(self, prefix):
+        """Objects under `prefix` named *.json, snapkeep's head.json objects left out; with
+        ListObjectsV2 (unsigned), page by page (moto gives at most 1000 keys a page)."""
+        ns = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+        total, token = 0, None
+        while True:
+            query = {"list-type": "2", "prefix": prefix + "/", "max-keys": "1000"}
+            if token:
+                query["continuation-token"] = token
+            status, body = request(self.port, "GET",
+                                   f"/{BUCKET}?{urllib.parse.urlencode(query)}", timeout=60)
+            if status != 200:
+                raise RuntimeError(f"listing {prefix}: HTTP {status}")
+            root = ET.fromstring(body)
+            keys = [k.text for k in root.iter(ns + "Key")]
+            total += sum(1 for k in keys if k.endswith(".json") and not k.endswith("/head.json"))
+            token = root.findtext(ns + "NextContinuationToken")
+            if root.findtext(ns + "IsTruncated") != "true" or not token:
+                return total
+
+
+class MotoPeer:
+    """moto-put and moto-get: requests straight to the shared moto, under the run's prefix.
+    Nothing is started, and moto's peak RSS spans the whole benchmark: neither is reported."""
+
+    startup_ms = None
+    # moto serves an unsigned GET (wrk's) of an object only if its ACL lets anyone read it.
+    seed_headers = {"x-amz-acl": "public-read"}
+
+    def __init__(self, moto, prefix):
+        self.port = moto.port
+        self.root = f"/{BUCKET}/{prefix}"  # prepended to the target's paths
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def peak_rss_mib(self):
+        return None
 
 
 def count_files(data_dir, prefix="s"):

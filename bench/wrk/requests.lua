@@ -8,6 +8,8 @@
 --                      json-server, whose collection has no per-session path
 --   BENCH_SESSIONS     number of sessions (100); BENCH_THREADS: wrk's -t, so that request i of
 --                      all threads together goes to session i mod BENCH_SESSIONS
+--   BENCH_HEADER       if not empty, one more header on every request, "Name: value"
+--                      (moto-put: "If-None-Match: *", as snapkeep's own snapshot PUT)
 -- Every body is different (it holds the request's number), so no write is a duplicate.
 -- At the end it prints one line "BENCH_RESULT {json}" with exact figures.
 
@@ -17,6 +19,7 @@ local body_bytes = tonumber(os.getenv("BENCH_BODY_BYTES") or "4096")
 local session_field = os.getenv("BENCH_SESSION_FIELD")
 local sessions = tonumber(os.getenv("BENCH_SESSIONS") or "100")
 local nthreads = tonumber(os.getenv("BENCH_THREADS") or "1")
+local extra_header = os.getenv("BENCH_HEADER") or ""
 
 local next_id = 0
 function setup(thread)
@@ -29,6 +32,10 @@ local headers = {}
 
 function init(args)
   counter = 0
+  local name, value = extra_header:match("^([^:]+):%s*(.*)$")
+  if name then
+    headers[name] = value
+  end
   if method ~= "GET" then
     headers["Content-Type"] = "application/json"
     pad = string.rep("x", body_bytes)

@@ -110,9 +110,9 @@ export type Status = 'idle' | keyof ClientEvents;
 export interface Mirror {
   /** Whether the keys were put back from the latest snapshot (false, with an `offline` or `error` event, if it could not be read). */
   restored: Promise<boolean>;
-  /** Saves the keys if they changed; call it after writing them. */
-  sync(): void;
-  /** Stops watching (storage events, page hide). */
+  /** Saves at once what changed (changes are saved by themselves too; this does not wait for the poll). */
+  sync(): void | Promise<void>;
+  /** Stops watching (the poll, storage events, IndexedDB commits, page hide). */
   stop(): void;
 }
 
@@ -155,7 +155,12 @@ export class Client<T = unknown> extends EventTarget {
    * drops this tab's queued saves (and a closed tab's whose conflict this tab raised).
    */
   resolve(state?: T): Promise<string | null>;
-  /** Backs up these localStorage keys as one { key: value } document; puts them back on an empty browser. */
+  /**
+   * Backs up browser storage as one readable document (see MirroredDocument) on every change,
+   * with no call from the app; puts it back when the browser holds none of it.
+   */
+  mirror(options?: MirrorOptions): Mirror;
+  /** mirror({ localStorage: keys }). */
   mirrorLocalStorage(keys: string[]): Mirror;
   /** Stops timers and listeners. */
   close(): void;
@@ -168,3 +173,42 @@ export class SnapkeepError extends Error {
 }
 
 export function connect<T = unknown>(options: ConnectOptions<T>): Client<T>;
+
+export interface MirrorOptions {
+  /** localStorage keys: names, a trailing `*` for a prefix, or true for every key. Default true. */
+  localStorage?: string[] | true;
+  /** IndexedDB databases, each backed up whole. Default none. */
+  indexedDB?: string[];
+  /** How often localStorage is compared for changes made by property assignment. Default 500. */
+  pollMs?: number;
+  /** Put the latest snapshot back first when the browser holds none of the state. Default true. */
+  restore?: boolean;
+}
+
+/** What a mirror stores: JSON a person can read, and the exact bytes back on restore. */
+export interface MirroredDocument {
+  /** Values that are JSON (written back as the very same text), as JSON. */
+  localStorage?: Record<string, unknown>;
+  /** Every other value, as its text. */
+  localStorageText?: Record<string, string>;
+  /** Each database: its version, and per store its key path, key generator, indexes and records. */
+  indexedDB?: Record<string, {
+    version: number;
+    stores: Record<string, {
+      keyPath: string | string[] | null;
+      autoIncrement: boolean;
+      indexes: { name: string; keyPath: string | string[]; unique: boolean; multiEntry: boolean }[];
+      /** `key` only where keys are not in the values. Dates, bytes, Maps and Sets as {"$date": …}, {"$bytes": …, "$type": …}, {"$map": …}, {"$set": …}. */
+      records: { key?: unknown; value: unknown }[];
+    }>;
+  }>;
+}
+
+/** A structured-clone value as JSON, the way a mirror stores IndexedDB records. */
+export function encode(value: unknown): unknown;
+/** The value `encode` wrote. */
+export function decode(value: unknown): unknown;
+/** localStorage as a mirror stores it. */
+export function readLocalStorage(keys?: string[] | true): MirroredDocument;
+/** Puts a mirrored document back (localStorage keys, and the named databases, replaced whole). */
+export function applyMirror(doc: MirroredDocument, what?: { keys?: string[] | true; databases?: string[] }): Promise<void>;

@@ -53,7 +53,10 @@ export class Client extends EventTarget {
   #token = null; // the last token, for the synchronous send on page hide
   #chain = Promise.resolve();
   #busy = 0; // writes running or waiting in #chain: a page-hide send must not overtake them
-  #hooks = []; // run before the page-hide send (mirrorLocalStorage reads its keys)
+  #hooks = []; // run before the page-hide send (a mirror reads its keys)
+  #stops = []; // a mirror's watchers, undone by close()
+  #crossOrigin; // the server is on another origin than the page (CORS)
+  #shared = false; // the state is the browser's storage, shared by all its tabs (a mirror)
   #listeners = [];
   #tab; // this tab's id (sessionStorage: a reload keeps it), recorded with each queued save
   #release; // ends the Web Lock that tells other tabs this one is alive
@@ -66,6 +69,7 @@ export class Client extends EventTarget {
     this.session = session;
     this.#o = { token, debounceMs, maxWaitMs, gzip, retryMs, maxRetryMs, onConflict };
     this.#endpoint = `${this.url}/${encodeURIComponent(session)}`;
+    this.#crossOrigin = new URL(this.#endpoint, globalThis.location?.href).origin !== globalThis.location?.origin;
     this.#queue = new Queue(`${this.url} ${session}`, (error) => this.#emit('error', { status: 0,
       code: 'storage', message: `IndexedDB failed (${error?.message}): saves wait in memory, for this page only` }));
     this.#sentKey = `snapkeep:sent ${this.url} ${session}`;
@@ -212,51 +216,64 @@ export class Client extends EventTarget {
   }
 
   /**
-   * Backs up these localStorage keys as one document ({ key: "value" }) and puts them back
-   * when none of them is present. Changes are saved on `storage` events (other tabs), when
-   * the app calls sync(), and when the page is hidden. Returns { restored, sync, stop }.
+   * Backs up browser storage as one readable document and puts it back into an emptied
+   * browser: `localStorage` keys (names, a trailing `*` for a prefix, or true for every key)
+   * and `indexedDB` databases (names). Every change is saved while the page is open, whether
+   * the app used setItem, a property assignment, removeItem or an IndexedDB transaction: a
+   * change of localStorage is seen within `pollMs`, a committed IndexedDB transaction at once.
+   * With `restore` (the default), an emptied browser gets the latest snapshot put back first
+   * (see restoreIfEmpty). Returns { restored, sync, stop }.
    */
-  mirrorLocalStorage(keys) {
+  mirror({ localStorage: keys = true, indexedDB: databases = [], pollMs = 500, restore = true } = {}) {
+    const what = { keys, databases };
+    this.#shared = true;
     let last = null;
-    const read = () => {
-      const doc = {};
-      for (const key of keys) {
-        const value = localStorage.getItem(key);
-        if (value !== null) doc[key] = value;
-      }
-      return doc;
-    };
-    const sync = () => {
-      const doc = read();
+    let idb = {}; // the databases as last exported: a page-hide save cannot wait for a new export
+    let stopped = false;
+    const send = (doc) => {
       const text = JSON.stringify(doc);
       // An empty browser is what a restore repairs, never a state to back up.
-      if (text === last || text === '{}') return;
+      if (stopped || text === last || text === '{}') return;
       last = text;
       this.save(doc);
     };
-    const onStorage = (event) => {
-      if (event.storageArea === localStorage && (event.key === null || keys.includes(event.key))) sync();
+    // Synchronous (the page may be closing): localStorage as it is, the databases as last read.
+    const sync = () => send({ ...readLocalStorage(keys), ...(Object.keys(idb).length ? { indexedDB: idb } : {}) });
+    let reading = Promise.resolve();
+    // One read of the databases at a time, each followed by a save of what changed.
+    const refresh = () => {
+      reading = reading.then(async () => {
+        if (stopped) return;
+        idb = await readDatabases(databases);
+        sync();
+      }).catch((error) => this.#emit('error', { status: 0, code: 'indexeddb', message: `cannot read IndexedDB (${error?.message})` }));
+      return reading;
     };
-    this.#listen(globalThis, 'storage', onStorage);
-    this.#hooks.push(sync);
-    const restored = this.restoreIfEmpty(
-      () => (Object.keys(read()).length ? true : null),
-      (doc) => {
-        for (const key of keys) if (typeof doc?.[key] === 'string') localStorage.setItem(key, doc[key]);
-        last = JSON.stringify(read());
-      },
-    ).then((done) => {
-      if (!done) sync();
+    const started = (restore
+      ? this.restoreIfEmpty(() => isEmpty(what).then((empty) => (empty ? null : true)), (doc) => applyMirror(doc, what))
+      : Promise.resolve(false)
+    ).then(async (done) => {
+      if (stopped) return done;
+      await refresh();
+      const unwatch = watch(what, { pollMs, localStorage: sync, indexedDB: refresh });
+      this.#stops.push(unwatch);
       return done;
     });
+    this.#hooks.push(sync);
     return {
-      restored,
-      sync,
+      restored: started,
+      sync: () => (databases.length ? refresh() : sync()),
       stop: () => {
-        removeEventListener('storage', onStorage);
+        stopped = true;
         this.#hooks = this.#hooks.filter((hook) => hook !== sync);
+        started.then(() => this.#stops.splice(0).forEach((stop) => stop()));
       },
     };
+  }
+
+  /** The same as mirror({ localStorage: keys, indexedDB: [] }). */
+  mirrorLocalStorage(keys) {
+    return this.mirror({ localStorage: keys });
   }
 
   /** Stops timers and listeners; unsent saves stay queued (or are dropped, if only pending). */
@@ -267,6 +284,7 @@ export class Client extends EventTarget {
     this.#release = null;
     for (const [target, type, fn] of this.#listeners) target.removeEventListener(type, fn);
     this.#listeners = [];
+    this.#stops.splice(0).forEach((stop) => stop());
   }
 
   // --- sending ---
@@ -394,6 +412,12 @@ export class Client extends EventTarget {
       else await this.#setBase(server ? server.id : null, server?.text, true);
       return this.#write(body, seq, undefined, true, orphan);
     }
+    if (!again && !orphan && this.#shared && server && server.id === (await this.#queue.meta())) {
+      // Another tab of this browser saved it, from the very storage this state is read from:
+      // it is this state's past, not another device's.
+      await this.#setBase(server.id, server.text, true);
+      return this.#write(body, seq, undefined, true, orphan);
+    }
     if (!server) return this.#failed(412, 'the session changed while saving');
     // A latest edited by hand into something that is not JSON comes as its text.
     this.#conflict = { serverId: server.id, server: parse(server.text), local: null };
@@ -435,7 +459,7 @@ export class Client extends EventTarget {
   }
 
   async #post(body, base) {
-    const headers = { 'Content-Type': 'application/json', ...precondition(base), ...(await this.#auth()) };
+    const headers = { 'Content-Type': 'application/json', ...precondition(base, this.#crossOrigin), ...(await this.#auth()) };
     let payload = body;
     if (this.#o.gzip && typeof CompressionStream === 'function' && body.length >= GZIP_MIN) {
       const zipped = new Blob([body]).stream().pipeThrough(new CompressionStream('gzip'));
@@ -479,7 +503,7 @@ export class Client extends EventTarget {
       navigator.sendBeacon(this.#endpoint, body);
       return;
     }
-    const headers = { 'Content-Type': 'application/json', ...precondition(this.#base) };
+    const headers = { 'Content-Type': 'application/json', ...precondition(this.#base, this.#crossOrigin) };
     if (this.#token) headers.Authorization = `Bearer ${this.#token}`;
     const response = fetch(this.#endpoint, { method: 'POST', keepalive: true, headers, body });
     this.#emit('saving', { bytes: size(body), queued: this.#queued });
@@ -623,8 +647,16 @@ export class Client extends EventTarget {
   }
 }
 
-function precondition(base) {
-  return base ? { 'If-Match': `"${base}"` } : { 'If-None-Match': '*' };
+/**
+ * The precondition of a save on top of `base`. Across origins it goes as snapkeep's own
+ * headers: the Fetch standard sends a request with If-Match or If-None-Match past every cache,
+ * and Chromium then also past its cache of CORS preflights, so each save would cost a preflight.
+ */
+function precondition(base, crossOrigin) {
+  const [ifMatch, ifNoneMatch] = crossOrigin
+    ? ['Snapkeep-If-Match', 'Snapkeep-If-None-Match']
+    : ['If-Match', 'If-None-Match'];
+  return base ? { [ifMatch]: `"${base}"` } : { [ifNoneMatch]: '*' };
 }
 
 /** The ids of the tabs open now (each holds a Web Lock), or null where there are no locks. */
@@ -705,6 +737,302 @@ function storage() {
 
 function timeout() {
   return AbortSignal.timeout?.(TIMEOUT);
+}
+
+// --- mirroring browser storage ---
+
+/**
+ * localStorage as a readable document part: a value that is JSON (and written back as the very
+ * same text) under "localStorage", as JSON; any other value under "localStorageText", as its
+ * text. Keys in order. snapkeep's own keys are never part of it.
+ */
+export function readLocalStorage(keys = true) {
+  const ls = storage();
+  const json = {};
+  const text = {};
+  if (!ls) return {};
+  const names = [];
+  for (let i = 0; i < ls.length; i++) names.push(ls.key(i));
+  for (const key of names.sort()) {
+    if (key === null || key.startsWith('snapkeep') || !matches(keys, key)) continue;
+    const value = ls.getItem(key);
+    if (value === null) continue;
+    if (isJson(value)) json[key] = JSON.parse(value);
+    else text[key] = value;
+  }
+  const doc = {};
+  if (Object.keys(json).length) doc.localStorage = json;
+  if (Object.keys(text).length) doc.localStorageText = text;
+  return doc;
+}
+
+/** The mirrored keys and values as they are, cheap to compare: what the poll looks at. */
+function rawLocalStorage(keys) {
+  const ls = storage();
+  const parts = [];
+  for (let i = 0; ls && i < ls.length; i++) {
+    const key = ls.key(i);
+    if (key !== null && !key.startsWith('snapkeep') && matches(keys, key)) parts.push(key, ls.getItem(key));
+  }
+  return JSON.stringify(parts);
+}
+
+/** Whether `key` is one of `keys` (names, a trailing * for a prefix, or true for all). */
+function matches(keys, key) {
+  if (keys === true) return true;
+  return keys.some((pattern) => (pattern.endsWith('*') ? key.startsWith(pattern.slice(0, -1)) : key === pattern));
+}
+
+/** Text that JSON.parse reads and JSON.stringify writes back byte for byte. */
+function isJson(text) {
+  try {
+    return JSON.stringify(JSON.parse(text)) === text;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Puts a mirrored document back: its localStorage keys (those `what.keys` names) and its
+ * IndexedDB databases (those `what.databases` names; each replaced whole). A document of
+ * mirrorLocalStorage before the readable format ({ key: "text" }) is read too.
+ */
+export async function applyMirror(doc, { keys = true, databases = [] } = {}) {
+  if (doc === null || typeof doc !== 'object') return;
+  const ls = storage();
+  const readable = 'localStorage' in doc || 'localStorageText' in doc || 'indexedDB' in doc;
+  const texts = readable ? { ...doc.localStorageText } : doc;
+  const values = readable ? { ...doc.localStorage } : {};
+  for (const [key, value] of Object.entries(values)) if (matches(keys, key)) ls?.setItem(key, JSON.stringify(value));
+  for (const [key, value] of Object.entries(texts)) if (typeof value === 'string' && matches(keys, key)) ls?.setItem(key, value);
+  for (const [name, data] of Object.entries((readable && doc.indexedDB) || {})) {
+    if (databases.includes(name)) await importDatabase(name, data);
+  }
+}
+
+/** Whether none of the mirrored keys is in localStorage and none of the databases holds a record. */
+async function isEmpty({ keys, databases }) {
+  if (Object.keys(readLocalStorage(keys)).length) return false;
+  for (const data of Object.values(await readDatabases(databases))) {
+    if (Object.values(data.stores).some((store) => store.records.length)) return false;
+  }
+  return true;
+}
+
+/** The named databases that exist, exported: { name: { version, stores } }. */
+async function readDatabases(names) {
+  const out = {};
+  if (!names.length || !globalThis.indexedDB) return out;
+  const existing = new Set((await indexedDB.databases()).map((db) => db.name));
+  for (const name of names) if (existing.has(name)) out[name] = await exportDatabase(name);
+  return out;
+}
+
+/**
+ * One database as JSON: its version, and per object store its key path, key generator,
+ * indexes and records (values, and keys where they are not in the values), in key order.
+ * Values that JSON has no words for are written as tagged objects (see encode).
+ */
+async function exportDatabase(name) {
+  const db = await request(IDB_OPEN.call(indexedDB, name));
+  db.onversionchange = () => db.close(); // the app upgrades it: let go at once
+  try {
+    const out = { version: db.version, stores: {} };
+    const names = [...db.objectStoreNames];
+    if (!names.length) return out;
+    const tx = db.transaction(names, 'readonly');
+    for (const storeName of names) {
+      const store = tx.objectStore(storeName);
+      const indexes = [...store.indexNames].map((indexName) => {
+        const index = store.index(indexName);
+        return { name: indexName, keyPath: index.keyPath, unique: index.unique, multiEntry: index.multiEntry };
+      });
+      const [keys, values] = await Promise.all([request(store.getAllKeys()), request(store.getAll())]);
+      const inline = store.keyPath !== null;
+      out.stores[storeName] = {
+        keyPath: store.keyPath,
+        autoIncrement: store.autoIncrement,
+        indexes,
+        records: values.map((value, i) => (inline ? { value: encode(value) } : { key: encode(keys[i]), value: encode(value) })),
+      };
+    }
+    return out;
+  } finally {
+    db.close();
+  }
+}
+
+/** Replaces the database `name` with an exported one. */
+async function importDatabase(name, data) {
+  await request(indexedDB.deleteDatabase(name));
+  const opening = IDB_OPEN.call(indexedDB, name, data.version);
+  opening.onupgradeneeded = () => {
+    const db = opening.result;
+    for (const [storeName, spec] of Object.entries(data.stores ?? {})) {
+      const options = { autoIncrement: Boolean(spec.autoIncrement) };
+      if (spec.keyPath !== null && spec.keyPath !== undefined) options.keyPath = spec.keyPath;
+      const store = db.createObjectStore(storeName, options);
+      for (const index of spec.indexes ?? []) {
+        store.createIndex(index.name, index.keyPath, { unique: index.unique, multiEntry: index.multiEntry });
+      }
+      for (const record of spec.records ?? []) {
+        if ('key' in record) store.put(decode(record.value), decode(record.key));
+        else store.put(decode(record.value));
+      }
+    }
+  };
+  const db = await request(opening);
+  db.close();
+}
+
+/**
+ * A structured-clone value as JSON: a Date as {"$date": ISO text}, bytes (ArrayBuffer, a typed
+ * array, DataView) as {"$bytes": base64, "$type": name}, a Map as {"$map": [[k, v], …]}, a Set
+ * as {"$set": […]}, undefined as {"$undefined": true}, and an object with a key starting with
+ * "$" as {"$object": {…}}. A Blob or File cannot be read synchronously and is refused.
+ */
+export function encode(value) {
+  if (value === undefined) return { $undefined: true };
+  if (value === null || typeof value !== 'object') {
+    if (typeof value === 'bigint') return { $bigint: value.toString() };
+    if (typeof value === 'number' && !Number.isFinite(value)) return { $number: String(value) };
+    return value;
+  }
+  if (Array.isArray(value)) return value.map(encode);
+  if (value instanceof Date) return { $date: Number.isNaN(value.getTime()) ? null : value.toISOString() };
+  if (value instanceof ArrayBuffer) return { $bytes: base64(new Uint8Array(value)), $type: 'ArrayBuffer' };
+  if (ArrayBuffer.isView(value)) {
+    const bytes = new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+    return { $bytes: base64(bytes), $type: value.constructor.name };
+  }
+  if (value instanceof Map) return { $map: [...value].map(([k, v]) => [encode(k), encode(v)]) };
+  if (value instanceof Set) return { $set: [...value].map(encode) };
+  if (typeof Blob === 'function' && value instanceof Blob) throw new TypeError('snapkeep: a Blob in IndexedDB cannot be mirrored');
+  const out = {};
+  let tagged = false;
+  for (const [key, inner] of Object.entries(value)) {
+    if (key.startsWith('$')) tagged = true;
+    out[key] = encode(inner);
+  }
+  return tagged ? { $object: out } : out;
+}
+
+/** The value `encode` wrote. */
+export function decode(value) {
+  if (value === null || typeof value !== 'object') return value;
+  if (Array.isArray(value)) return value.map(decode);
+  if ('$undefined' in value) return undefined;
+  if ('$bigint' in value) return BigInt(value.$bigint);
+  if ('$number' in value) return Number(value.$number);
+  if ('$date' in value) return new Date(value.$date ?? NaN);
+  if ('$bytes' in value) {
+    const bytes = unbase64(value.$bytes);
+    if (value.$type === 'ArrayBuffer') return bytes.buffer;
+    if (value.$type === 'DataView') return new DataView(bytes.buffer);
+    const Type = globalThis[value.$type];
+    return typeof Type === 'function' ? new Type(bytes.buffer) : bytes;
+  }
+  if ('$map' in value) return new Map(value.$map.map(([k, v]) => [decode(k), decode(v)]));
+  if ('$set' in value) return new Set(value.$set.map(decode));
+  const source = '$object' in value ? value.$object : value;
+  const out = {};
+  for (const [key, inner] of Object.entries(source)) out[key] = decode(inner);
+  return out;
+}
+
+function base64(bytes) {
+  let text = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(text);
+}
+
+function unbase64(text) {
+  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+}
+
+/** An IDBRequest as a promise. */
+function request(req) {
+  return new Promise((resolve, reject) => {
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => reject(req.error);
+  });
+}
+
+// IndexedDB as the page found it: the mirror's own reads must not look like the app's writes.
+const IDB_OPEN = globalThis.IDBFactory?.prototype.open;
+const IDB_TRANSACTION = globalThis.IDBDatabase?.prototype.transaction;
+const STORAGE_WRITES = ['setItem', 'removeItem', 'clear'];
+const STORAGE_ORIGINAL = Object.fromEntries(STORAGE_WRITES.map((name) => [name, globalThis.Storage?.prototype[name]]));
+/** What each running mirror wants to hear of: { keys, databases, localStorage(), indexedDB() }. */
+const watchers = new Set();
+
+/**
+ * Calls `on.localStorage()` when a mirrored key may have changed (a write through Storage's
+ * methods at once, a property assignment within `pollMs`, another tab's write by its `storage`
+ * event), and `on.indexedDB()` when a write transaction on a mirrored database has committed
+ * (or one was opened, upgrades included). Returns a function that stops it.
+ */
+function watch({ keys, databases }, { pollMs, localStorage: lsChanged, indexedDB: idbChanged }) {
+  const watcher = { keys, databases, lsChanged, idbChanged };
+  if (!watchers.size) hook();
+  watchers.add(watcher);
+  let seen = rawLocalStorage(keys);
+  const poll = setInterval(() => {
+    const now = rawLocalStorage(keys);
+    if (now !== seen) {
+      seen = now;
+      lsChanged();
+    }
+  }, pollMs);
+  const onStorage = (event) => {
+    if (event.key === null || matches(keys, event.key)) lsChanged();
+  };
+  globalThis.addEventListener?.('storage', onStorage);
+  return () => {
+    clearInterval(poll);
+    globalThis.removeEventListener?.('storage', onStorage);
+    watchers.delete(watcher);
+    if (!watchers.size) unhook();
+  };
+}
+
+/** Wraps the writes of Storage and IndexedDB, once for all mirrors. */
+function hook() {
+  const proto = globalThis.Storage?.prototype;
+  for (const name of STORAGE_WRITES) {
+    if (!proto?.[name]) continue;
+    const original = STORAGE_ORIGINAL[name];
+    proto[name] = function (...args) {
+      const result = original.apply(this, args);
+      if (this === storage()) {
+        for (const w of watchers) if (name === 'clear' || matches(w.keys, String(args[0]))) queueMicrotask(w.lsChanged);
+      }
+      return result;
+    };
+  }
+  if (IDB_OPEN && IDB_TRANSACTION) {
+    IDBFactory.prototype.open = function (name, ...rest) {
+      const opening = IDB_OPEN.call(this, name, ...rest);
+      const mirrored = [...watchers].filter((w) => w.databases.includes(name));
+      if (mirrored.length) opening.addEventListener('success', () => mirrored.forEach((w) => w.idbChanged()));
+      return opening;
+    };
+    IDBDatabase.prototype.transaction = function (...args) {
+      const tx = IDB_TRANSACTION.apply(this, args);
+      if (tx.mode !== 'readonly') {
+        const mirrored = [...watchers].filter((w) => w.databases.includes(this.name));
+        if (mirrored.length) tx.addEventListener('complete', () => mirrored.forEach((w) => w.idbChanged()));
+      }
+      return tx;
+    };
+  }
+}
+
+function unhook() {
+  const proto = globalThis.Storage?.prototype;
+  for (const name of STORAGE_WRITES) if (proto?.[name]) proto[name] = STORAGE_ORIGINAL[name];
+  if (IDB_OPEN) IDBFactory.prototype.open = IDB_OPEN;
+  if (IDB_TRANSACTION) IDBDatabase.prototype.transaction = IDB_TRANSACTION;
 }
 
 /**

@@ -72,3 +72,8 @@ fn client_module_in_chromium() {
 fn inspection_page_in_chromium() {
     run("inspect.test.mjs");
 }
+
+#[test]
+fn one_tag_mirror_in_chromium() {
+    run("mirror.test.mjs");
+}

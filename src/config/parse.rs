@@ -89,7 +89,13 @@ pub(super) fn data_dir(value: &Option<String>) -> Result<PathBuf, ConfigError> {
 }
 
 /// Paths the server answers itself, which the base path must not take over.
-const RESERVED_PATHS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/snapkeep.js"];
+const RESERVED_PATHS: [&str; 5] = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/snapkeep.js",
+    "/snapkeep-mirror.js",
+];
 
 pub(super) fn base_path(value: &Option<String>) -> Result<String, ConfigError> {
     let text = value.as_deref().unwrap_or("/api/backup");

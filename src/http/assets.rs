@@ -1,6 +1,8 @@
-//! The browser half, built into the binary: the client module (`GET /snapkeep.js`) and the
-//! inspection page (`GET /` and `GET {base}/_ui`). Both are files in `client/`, embedded at
-//! build time, so the binary stays one file and the page works with no network beyond it.
+//! The browser half, built into the binary: the client module (`GET /snapkeep.js`), the
+//! one-tag mirror (`GET /snapkeep-mirror.js`: the module made a classic script, followed by
+//! `client/mirror.js`), and the inspection page (`GET /` and `GET {base}/_ui`). All are files
+//! in `client/`, embedded at build time, so the binary stays one file and the page works with
+//! no network beyond it.
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -12,6 +14,7 @@ use super::AppState;
 use crate::store::name::hex;
 
 const CLIENT: &str = include_str!("../../client/snapkeep.js");
+const MIRROR: &str = include_str!("../../client/mirror.js");
 const PAGE: &str = include_str!("../../client/inspect.html");
 
 /// Where the page learns the API's base path: the server writes it in, once, at start.
@@ -76,6 +79,7 @@ impl Asset {
 #[derive(Debug)]
 pub struct Assets {
     client: Asset,
+    mirror: Asset,
     page: Asset,
 }
 
@@ -87,9 +91,27 @@ impl Assets {
                 Bytes::from_static(CLIENT.as_bytes()),
                 "text/javascript; charset=utf-8",
             ),
+            mirror: Asset::new(
+                Bytes::from(mirror_script()),
+                "text/javascript; charset=utf-8",
+            ),
             page: Asset::new(Bytes::from(page), "text/html; charset=utf-8"),
         }
     }
+}
+
+/// The one-tag mirror: a classic script (one that runs where it stands in the page, before the
+/// page's later scripts), so the module's `export`s go and both files share one function's
+/// scope.
+fn mirror_script() -> String {
+    let module = CLIENT.replace("\nexport ", "\n");
+    format!(
+        "// snapkeep-mirror.js: client/snapkeep.js and client/mirror.js, one classic script.\n(() => {{\n'use strict';\n{module}\n{MIRROR}}})();\n"
+    )
+}
+
+pub async fn mirror(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    app.assets.mirror.respond(&headers)
 }
 
 pub async fn client(State(app): State<AppState>, headers: HeaderMap) -> Response {
@@ -128,6 +150,14 @@ fn html_escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_mirror_is_the_module_without_exports_then_the_tag() {
+        let script = mirror_script();
+        assert!(!script.lines().any(|line| line.starts_with("export ")));
+        assert!(script.contains("function connect(") && script.contains("function mirrorPage("));
+        assert!(script.trim_end().ends_with("})();"));
+    }
 
     #[test]
     fn the_base_path_is_written_into_the_page_escaped() {

@@ -54,16 +54,41 @@ fn param<'a>(params: &'a RawPathParams, name: &str) -> &'a str {
 
 /// A write's `If-Match` / `If-None-Match` headers. Entity tags are snapshot ids in quotes;
 /// `If-Match` compares strongly (a weak `W/"…"` tag never matches), `If-None-Match` weakly.
+///
+/// `Snapkeep-If-Match` and `Snapkeep-If-None-Match` say the same, for browsers: the Fetch
+/// standard makes a request that carries `If-Match` or `If-None-Match` skip caches, and
+/// Chromium then skips its cache of CORS preflights too, so every cross-origin conditional
+/// save would cost a preflight. (One of each pair per request.)
 pub struct Conditions(pub Precondition);
+
+pub const SNAPKEEP_IF_MATCH: HeaderName = HeaderName::from_static("snapkeep-if-match");
+pub const SNAPKEEP_IF_NONE_MATCH: HeaderName = HeaderName::from_static("snapkeep-if-none-match");
 
 impl<S: Send + Sync> FromRequestParts<S> for Conditions {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let headers = &parts.headers;
         Ok(Self(Precondition {
-            if_match: expected(&parts.headers, header::IF_MATCH, false)?,
-            if_none_match: expected(&parts.headers, header::IF_NONE_MATCH, true)?,
+            if_match: either(headers, header::IF_MATCH, SNAPKEEP_IF_MATCH, false)?,
+            if_none_match: either(headers, header::IF_NONE_MATCH, SNAPKEEP_IF_NONE_MATCH, true)?,
         }))
+    }
+}
+
+/// The standard header, or its `Snapkeep-` twin; both at once is a mistake.
+fn either(
+    headers: &HeaderMap,
+    standard: HeaderName,
+    twin: HeaderName,
+    weak_ok: bool,
+) -> Result<Option<Expected>, ApiError> {
+    match (headers.contains_key(&standard), headers.contains_key(&twin)) {
+        (true, true) => Err(ApiError::InvalidHeader(format!(
+            "Send {standard} or {twin}, not both: they say the same."
+        ))),
+        (false, true) => expected(headers, twin, weak_ok),
+        _ => expected(headers, standard, weak_ok),
     }
 }
 
@@ -80,10 +105,12 @@ fn expected(
     if values.is_empty() {
         return Ok(None);
     }
+    // Empty list elements (`"a", , "b"`, a trailing comma) are no elements (RFC 9110, 5.6.1).
     let tags: Vec<&str> = values
         .iter()
         .flat_map(|v| v.split(','))
         .map(str::trim)
+        .filter(|tag| !tag.is_empty())
         .collect();
     if tags == ["*"] {
         return Ok(Some(Expected::Any));

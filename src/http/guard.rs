@@ -87,11 +87,12 @@ pub async fn check(
     };
     let first = rest.split('/').next().filter(|s| !s.is_empty());
     // A session id never starts with `_`: such names are the operator's routes (`_sessions`),
-    // which no session token opens. The page (`_ui`) and the client module (`_snapkeep.js`)
-    // are public like `/` and `/snapkeep.js`, for apps whose proxy forwards only `{base}`:
-    // they hold no data, and the page asks for the token itself.
+    // which no session token opens. The page (`_ui`), the client module (`_snapkeep.js`) and
+    // the mirror (`_snapkeep-mirror.js`) are public like `/`, `/snapkeep.js` and
+    // `/snapkeep-mirror.js`, for apps whose proxy forwards only `{base}`: they hold no data, and
+    // the page asks for the token itself.
     let session = first.filter(|name| !name.starts_with('_'));
-    let public = rest == "_ui" || rest == "_snapkeep.js";
+    let public = matches!(rest, "_ui" | "_snapkeep.js" | "_snapkeep-mirror.js");
     let too_many = |seconds| ApiError::TooManyRequests {
         retry_after: seconds,
     };

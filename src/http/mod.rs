@@ -75,10 +75,12 @@ pub fn router(app: AppState) -> Router {
         .route("/metrics", get(metrics::scrape))
         .route("/", get(assets::page))
         .route("/snapkeep.js", get(assets::client))
+        .route("/snapkeep-mirror.js", get(assets::mirror))
         .route(base, get(status))
         // Names starting with `_` are no session's: the operator's page and listing.
         .route(&format!("{base}/_ui"), get(assets::page))
         .route(&format!("{base}/_snapkeep.js"), get(assets::client))
+        .route(&format!("{base}/_snapkeep-mirror.js"), get(assets::mirror))
         .route(&format!("{base}/_sessions"), get(sessions))
         .route(
             &format!("{base}/{{session}}"),
@@ -173,6 +175,8 @@ fn cors(origins: &CorsOrigins) -> Option<CorsLayer> {
                 header::CONTENT_ENCODING,
                 header::IF_MATCH,
                 header::IF_NONE_MATCH,
+                extract::SNAPKEEP_IF_MATCH,
+                extract::SNAPKEEP_IF_NONE_MATCH,
             ])
             .expose_headers([
                 header::ETAG,

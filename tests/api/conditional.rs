@@ -227,3 +227,48 @@ async fn if_none_match_on_reads_answers_304_without_a_body() {
     let star = get_if(latest, "*".into()).await.unwrap();
     assert_eq!(star.status(), 304);
 }
+
+both!(snapkeeps_own_precondition_headers_say_the_same_as_the_standard_ones);
+/// `Snapkeep-If-Match` / `Snapkeep-If-None-Match`: what the browser client sends across origins,
+/// where `If-Match` would cost a CORS preflight per save in Chromium.
+async fn snapkeeps_own_precondition_headers_say_the_same_as_the_standard_ones() {
+    let app = TestApp::spawn().await;
+    let created = post_if(&app, "snapkeep-if-none-match", "*", "[1]").await;
+    assert_eq!(created.status(), 201);
+    let first = json(created).await["id"].as_str().unwrap().to_owned();
+    let again = post_if(&app, "snapkeep-if-none-match", "*", "[2]").await;
+    assert_error(again, 412, "precondition_failed").await;
+    let second = post_if(&app, "snapkeep-if-match", &quoted(&first), "[2]").await;
+    assert_eq!(second.status(), 201);
+    let stale = post_if(&app, "snapkeep-if-match", &quoted(&first), "[3]").await;
+    assert_error(stale, 412, "precondition_failed").await;
+
+    let both = app
+        .client
+        .post(app.session_url("s"))
+        .header("content-type", "application/json")
+        .header("if-match", quoted(&first))
+        .header("snapkeep-if-match", quoted(&first))
+        .body("[4]")
+        .send()
+        .await
+        .unwrap();
+    let refused = assert_error(both, 400, "invalid_header").await;
+    assert!(
+        refused["error"].as_str().unwrap().contains("not both"),
+        "{refused}"
+    );
+    assert_eq!(app.listed("s").await.len(), 2);
+}
+
+both!(empty_list_elements_in_if_match_are_ignored);
+/// RFC 9110, 5.6.1: a recipient ignores empty list elements (`"a",`, `, "a"`).
+async fn empty_list_elements_in_if_match_are_ignored() {
+    let app = TestApp::spawn().await;
+    let first = app.save("s", "[1]").await;
+    let trailing = post_if(&app, "if-match", &format!("{},", quoted(&first)), "[2]").await;
+    assert_eq!(trailing.status(), 201);
+    let latest = app.listed("s").await[0].clone();
+    let leading = post_if(&app, "if-match", &format!(" , {}", quoted(&latest)), "[3]").await;
+    assert_eq!(leading.status(), 201);
+}

@@ -244,11 +244,14 @@ test('snapkeep serves this file at /snapkeep.js, cross-origin, with an ETag', { 
 });
 
 /** The first HTML example of the README's client section. */
+/** The module example: the section's second HTML block (the first is the one-tag form, tested in mirror.test.mjs). */
 function readmeExample() {
   const readme = readFileSync(join(HERE, '../../README.md'), 'utf8');
   assert.ok(readme.includes(SECTION), `no "${SECTION}" section in README.md`);
   const section = readme.slice(readme.indexOf(SECTION));
-  return section.match(/```html\n([\s\S]*?)```/)[1];
+  const blocks = [...section.matchAll(/```html\n([\s\S]*?)```/g)];
+  assert.match(blocks[1][1], /import \{ connect \}/, 'the module example comes second');
+  return blocks[1][1];
 }
 
 test("the README's smallest example works as written", { timeout: TIMEOUT }, async () => {

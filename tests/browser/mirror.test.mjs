@@ -7,8 +7,10 @@
 // SNAPKEEP_BIN=$PWD/target/debug/snapkeep node --test --test-concurrency=1 tests/browser/mirror.test.mjs
 
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { eventually, launchBrowser, screenshot, serveApp, startServer } from './support.mjs';
+import { eventually, HERE, launchBrowser, screenshot, serveApp, startServer } from './support.mjs';
 
 const TIMEOUT = 60000;
 
@@ -141,6 +143,21 @@ async function timed(check, what) {
 }
 
 describe('a localStorage app with the tag', () => {
+  test("the README's tag works as written", { timeout: TIMEOUT }, async () => {
+    const readme = readFileSync(join(HERE, '../../README.md'), 'utf8');
+    const section = readme.slice(readme.indexOf('## Use it from your web app'));
+    const example = section.match(/```html\n([\s\S]*?)```/)[1];
+    assert.match(example, /snapkeep-mirror\.js/, 'the first example is the one tag');
+    const session = 'ls-readme';
+    const head = example.replaceAll('http://127.0.0.1:8080', server.origin).replace('"user-42"', `"${session}"`);
+    const context = await browser.newContext();
+    const tab = await context.newPage();
+    await tab.goto(page(TODO_APP(head)));
+    await tab.evaluate(() => app.add('from the readme'));
+    await eventually(async () => (await onServer(session))?.doc.localStorage['todos-vanilla'].todos.length === 1, { what: 'the backup' });
+    await context.close();
+  });
+
   test('every change reaches the server while the tab stays open', { timeout: TIMEOUT }, async () => {
     const session = 'ls-open';
     const url = page(TODO_APP(tag(server, `data-session="${session}"`)));

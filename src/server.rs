@@ -31,7 +31,7 @@ use tokio_io_timeout::TimeoutStream;
 use tower::ServiceExt;
 
 use crate::auth::Keys;
-use crate::http::{self, AppState, PeerAddr};
+use crate::http::{self, AppState, ConnectionSlot, PeerAddr};
 use crate::store::StoreError;
 
 /// Creates the data directory, starts preparing it (leftover temp files, counts) in the
@@ -65,6 +65,7 @@ pub async fn serve(
         app.store.location()
     );
     spawn_housekeeping(&app);
+    spawn_feed_revalidation(&app);
 
     let (header_timeout, shutdown_timeout) = (config.header_timeout, config.shutdown_timeout);
     let send_timeout = config.send_timeout;
@@ -93,10 +94,13 @@ pub async fn serve(
         let Some((stream, peer, permit)) = accepted else {
             continue;
         };
+        let slot = ConnectionSlot::new(permit);
+        let for_requests = slot.clone();
         let service = router
             .clone()
             .map_request(move |mut request: axum::extract::Request<_>| {
                 request.extensions_mut().insert(PeerAddr(peer));
+                request.extensions_mut().insert(for_requests.clone());
                 request
             });
         let service = TowerToHyperService::new(service);
@@ -110,11 +114,13 @@ pub async fn serve(
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, "connection ended with an error");
             }
-            drop(permit);
+            slot.release();
         });
     }
 
     drop(listener);
+    // Change feeds would stream until their clients hang up: they end now.
+    app.stopping.cancel();
     if let Some(err) = &unusable {
         tracing::error!(error = %err, "cannot prepare the data directory; stopping");
     }
@@ -250,6 +256,24 @@ fn spawn_housekeeping(app: &AppState) {
                 && let Err(err) = app.store.recount().await
             {
                 tracing::warn!(error = %err, "could not count what the store holds");
+            }
+        }
+    });
+}
+
+/// About once a second, the sessions someone follows are read again, so their feeds hear of
+/// changes this process did not make (another instance, the CLI, an edit by hand). The task
+/// ends with the app.
+fn spawn_feed_revalidation(app: &AppState) {
+    let app = Arc::downgrade(app);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(app) = app.upgrade() else { return };
+            if app.config.enabled {
+                app.store.revalidate_feeds().await;
             }
         }
     });

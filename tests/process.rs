@@ -272,6 +272,33 @@ fn sigterm_lets_an_upload_in_flight_finish_and_keeps_it() {
     assert_eq!(stored, body);
 }
 
+/// Open change feeds would stream for as long as their clients stay: a stop ends them at once,
+/// so the process exits well within its grace period, and cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_open_change_feeds_exits_within_the_grace_period() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = Server::start(data.path(), &[("SNAPKEEP_SHUTDOWN_TIMEOUT", "5s")]);
+    let client = reqwest::Client::new();
+    let mut feeds = Vec::new();
+    for n in 0..20 {
+        let url = server.url(&format!("{BASE}/s{n}/events"));
+        let response = client.get(url).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        feeds.push(response);
+    }
+    let started = std::time::Instant::now();
+    server.signal(Signal::SIGTERM);
+    assert_eq!(server.wait().code(), Some(0), "{}", server.log_text());
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "took {took:?}: the feeds held the stop");
+    assert!(!server.log_text().contains("still in flight"), "{}", server.log_text());
+    for mut feed in feeds {
+        // Each stream ended (rather than hanging): its body is complete.
+        let rest = tokio::time::timeout(Duration::from_secs(2), feed.chunk()).await;
+        assert!(matches!(rest, Ok(Ok(None)) | Ok(Err(_))), "{rest:?}");
+    }
+}
+
 #[test]
 fn sigterm_does_not_wait_past_the_shutdown_timeout_for_a_stalled_upload() {
     let data = tempfile::tempdir().unwrap();

@@ -48,6 +48,11 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Connections served at once; more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Change feeds (`GET {base}/{session}/events`) open at once; more get `503`. Not counted in
+    /// `max_connections`.
+    pub max_streams: usize,
+    /// How often an idle change feed sends a comment line, so proxies keep it open.
+    pub events_keepalive: Duration,
     /// Who may call the API, and from which web origins.
     pub access: Access,
     /// Requests per second per client address and per session; `None`: no limit.
@@ -142,6 +147,8 @@ struct Raw {
     shutdown_timeout: Option<String>,
     send_timeout: Option<String>,
     max_connections: Option<String>,
+    max_streams: Option<String>,
+    events_keepalive: Option<String>,
     token: Option<String>,
     token_file: Option<String>,
     signing_key: Option<String>,
@@ -243,6 +250,8 @@ impl Raw {
             send_timeout: duration(&self.send_timeout, "SEND_TIMEOUT", "30s")?,
             shutdown_timeout: duration(&self.shutdown_timeout, "SHUTDOWN_TIMEOUT", "10s")?,
             max_connections: number(&self.max_connections, "MAX_CONNECTIONS", 512, 1)?,
+            max_streams: number(&self.max_streams, "MAX_STREAMS", 1000, 1)?,
+            events_keepalive: duration(&self.events_keepalive, "EVENTS_KEEPALIVE", "15s")?,
             access: Access {
                 operator_token: secret(&self.token, &self.token_file, "TOKEN")?,
                 signing_key: secret(&self.signing_key, &self.signing_key_file, "SIGNING_KEY")?,

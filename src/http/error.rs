@@ -15,6 +15,9 @@ use crate::store::{SnapshotInfo, StoreError};
 /// Seconds a client is asked to wait when the object store is unavailable.
 const STORAGE_RETRY_AFTER: u64 = 2;
 
+/// Seconds a client is asked to wait when every change feed place is taken.
+const STREAMS_RETRY_AFTER: u64 = 10;
+
 /// The machine code of an error answer, left on the response for the metrics to count.
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorCode(pub &'static str);
@@ -66,6 +69,8 @@ pub enum ApiError {
     InsufficientStorage,
     /// The object store is down, slow or failing; nothing was stored.
     StorageUnavailable,
+    /// `SNAPKEEP_MAX_STREAMS` change feeds are open already.
+    TooManyStreams,
     /// A server-side failure; its details were logged where it happened.
     Internal,
 }
@@ -208,6 +213,14 @@ impl ApiError {
                      again in {STORAGE_RETRY_AFTER} s."
                 ),
             ),
+            TooManyStreams => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_streams",
+                format!(
+                    "This server has as many change feeds open as it takes \
+                     (SNAPKEEP_MAX_STREAMS); try again in {STREAMS_RETRY_AFTER} s."
+                ),
+            ),
             Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -243,6 +256,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::StorageUnavailable => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(STORAGE_RETRY_AFTER));
+            }
+            ApiError::TooManyStreams => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(STREAMS_RETRY_AFTER));
             }
             _ => {}
         }

@@ -200,8 +200,8 @@ pub async fn fallback(State(app): State<AppState>, uri: Uri) -> ApiError {
     let base = &app.config.base_path;
     match uri.path().strip_prefix(base.as_str()) {
         Some(rest) if rest.starts_with('/') => ApiError::InvalidPath(format!(
-            "Invalid path: expected {base}/{{session}}, {base}/{{session}}/latest or \
-             {base}/{{session}}/{{id}}."
+            "Invalid path: expected {base}/{{session}}, {base}/{{session}}/latest, \
+             {base}/{{session}}/events or {base}/{{session}}/{{id}}."
         )),
         _ => ApiError::NotFound("No such route."),
     }

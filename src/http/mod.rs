@@ -6,6 +6,7 @@
 mod assets;
 mod body;
 mod error;
+mod events;
 mod extract;
 mod guard;
 mod handlers;
@@ -47,6 +48,32 @@ pub struct App {
     pub metrics: Metrics,
     /// The client module and the inspection page, embedded in the binary.
     pub assets: assets::Assets,
+    /// Places for change feeds (`SNAPKEEP_MAX_STREAMS`).
+    pub streams: Arc<tokio::sync::Semaphore>,
+    /// Cancelled when the server stops: every change feed ends.
+    pub stopping: tokio_util::sync::CancellationToken,
+}
+
+/// A connection's place under `SNAPKEEP_MAX_CONNECTIONS`, in each of its requests' extensions:
+/// a change feed gives it back (streams have a cap of their own), and it is given back anyway
+/// when the connection ends.
+#[derive(Debug, Clone)]
+pub struct ConnectionSlot(Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>);
+
+impl ConnectionSlot {
+    pub fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Some(permit))))
+    }
+
+    /// Gives the place back now.
+    pub fn release(&self) {
+        let permit = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        drop(permit);
+    }
 }
 
 impl App {
@@ -54,12 +81,15 @@ impl App {
         let store = Store::new(&config.storage, config.retention, config.quotas);
         let limiters = guard::limiters(config.rate_limit);
         let assets = assets::Assets::new(&config.base_path);
+        let streams = Arc::new(tokio::sync::Semaphore::new(config.max_streams));
         Arc::new(Self {
             config,
             store,
             limiters,
             metrics: Metrics::new(),
             assets,
+            streams,
+            stopping: tokio_util::sync::CancellationToken::new(),
         })
     }
 }
@@ -82,11 +112,13 @@ pub fn router(app: AppState) -> Router {
         .route(&format!("{base}/_snapkeep.js"), get(assets::client))
         .route(&format!("{base}/_snapkeep-mirror.js"), get(assets::mirror))
         .route(&format!("{base}/_sessions"), get(sessions))
+        .route(&format!("{base}/_events"), get(events::all))
         .route(
             &format!("{base}/{{session}}"),
             get(list).post(save).patch(patch).delete(delete_session),
         )
         .route(&format!("{base}/{{session}}/latest"), get(latest))
+        .route(&format!("{base}/{{session}}/events"), get(events::session))
         .route(
             &format!("{base}/{{session}}/{{id}}"),
             get(snapshot).delete(delete_snapshot),

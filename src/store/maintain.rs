@@ -73,6 +73,13 @@ impl Store {
             outcome: removed,
             not_removed: done.not_removed,
         })?;
+        if !dry_run {
+            let gone = decisions
+                .iter()
+                .filter(|d| d.kept_by.is_empty())
+                .map(|d| d.id.clone());
+            self.announce_removed(session, gone.collect()).await;
+        }
         Ok(decisions)
     }
 
@@ -135,6 +142,7 @@ impl Store {
                     outcome: gone,
                     not_removed: done.not_removed,
                 })?;
+                self.announce_removed(&summary.session, Vec::new()).await;
                 removed.push(summary.session);
             }
         }

@@ -11,9 +11,11 @@
 //!   `precondition.rs` and `usage.rs`'s rule.
 //! - `dir/`: the directory backend (the default); `s3/`: the S3-compatible one.
 //! - `locks.rs`: writers of one session queue in this process before they reach the backend.
+//! - `feed.rs`: the change feed, fed by every commit and by revalidating subscribed sessions.
 //! - `spool.rs`: large uploads on their way in.
 
 mod dir;
+pub mod feed;
 mod locks;
 mod maintain;
 pub mod name;
@@ -34,6 +36,7 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 use tokio::io::AsyncRead;
 
+use self::feed::{Feed, Latest, Subscription};
 use self::locks::SessionLocks;
 use self::name::{SessionId, SnapshotId, sha256_hex};
 use self::plan::{Removed, Rules, SaveOutcome};
@@ -190,6 +193,8 @@ pub struct Store {
     /// Bytes and sessions stored: for the quotas, and for whoever reports on the store.
     usage: Arc<Usage>,
     locks: SessionLocks,
+    /// Who is told of each session's changes.
+    feed: Feed,
     patching: tokio::sync::Semaphore,
     /// Every write and delete holds a permit while it runs; [`Store::close`] takes them all.
     gate: Arc<tokio::sync::Semaphore>,
@@ -211,6 +216,7 @@ impl Store {
             quotas,
             usage: Arc::default(),
             locks: SessionLocks::default(),
+            feed: Feed::default(),
             patching: tokio::sync::Semaphore::new(PATCHES_AT_ONCE),
             gate: Arc::new(tokio::sync::Semaphore::new(GATE_CAPACITY as usize)),
             held: std::sync::Mutex::default(),
@@ -374,7 +380,7 @@ impl Store {
                 plan::save(view, body, &precondition, &rules, OffsetDateTime::now_utc())
             })
             .await?;
-        Ok(saved(done))
+        Ok(self.announce_saved(session, saved(done)))
     }
 
     /// Applies the JSON merge patch `patch` (RFC 7396) to the latest snapshot (or to an empty
@@ -402,7 +408,7 @@ impl Store {
                 plan::save(view, body, &precondition, &rules, OffsetDateTime::now_utc())
             })
             .await?;
-        Ok(saved(done))
+        Ok(self.announce_saved(session, saved(done)))
     }
 
     /// The session's snapshots, newest first; an unknown session has none.
@@ -439,13 +445,15 @@ impl Store {
         id: &SnapshotId,
         precondition: Precondition,
     ) -> Result<(), StoreError> {
-        let id = id.clone();
+        let target = id.clone();
         let done = self
             .transact(session, Need::default(), move |view| {
-                plan::delete(view, &id, &precondition)
+                plan::delete(view, &target, &precondition)
             })
             .await?;
-        self.removed(done)
+        self.removed(done)?;
+        self.announce_removed(session, vec![id.clone()]).await;
+        Ok(())
     }
 
     /// Deletes every snapshot of the session; an unknown session is not an error.
@@ -457,10 +465,110 @@ impl Store {
     ) -> Result<(), StoreError> {
         let done = self
             .transact(session, Need::default(), move |view| {
+                let ids = view.ids().to_vec();
                 plan::delete_session(view, &precondition)
+                    .map(|(plan, removed)| (plan, (removed, ids)))
             })
             .await?;
-        self.removed(done)
+        let (removed, ids) = done.outcome;
+        self.removed(Done {
+            outcome: removed,
+            not_removed: done.not_removed,
+        })?;
+        self.announce_removed(session, ids).await;
+        Ok(())
+    }
+
+    /// Subscribes to the session's changes (see `feed.rs`); the subscription's state starts as
+    /// the session is now.
+    pub async fn subscribe(&self, session: &SessionId) -> Result<Subscription, StoreError> {
+        let latest = self.latest_now(session).await?;
+        let current = feed::State {
+            latest,
+            ..feed::State::default()
+        };
+        Ok(self.feed.subscribe(session, current))
+    }
+
+    /// Every session's changes, for the operator's feed.
+    pub fn subscribe_all(&self) -> tokio::sync::broadcast::Receiver<feed::Notice> {
+        self.feed.subscribe_all()
+    }
+
+    /// Reads each subscribed session's latest again and announces what changed: writes through
+    /// other instances, the CLI, or by hand. Run about once a second.
+    pub async fn revalidate_feeds(&self) {
+        for (session, announced) in self.feed.subscribed() {
+            let newest = match self.backend.list(&session).await {
+                Ok(infos) => infos.into_iter().map(|info| info.id).max(),
+                Err(err) => {
+                    tracing::debug!(%session, error = %err, "could not revalidate a feed");
+                    continue;
+                }
+            };
+            if newest != announced
+                && let Ok(latest) = self.latest_now(&session).await
+            {
+                self.feed.publish(&session, latest, Vec::new());
+            }
+        }
+    }
+
+    /// The session's latest with its SHA-256 (read and hashed, unless the feed already
+    /// announces that very snapshot).
+    async fn latest_now(&self, session: &SessionId) -> Result<Option<Latest>, StoreError> {
+        let Some(newest) = self.list(session).await?.into_iter().next() else {
+            return Ok(None);
+        };
+        if let Some(known) = self.feed.announced(session)
+            && known.info == newest
+        {
+            return Ok(Some(known));
+        }
+        let which = Which::Id(newest.id.clone());
+        let Opened::Snapshot(snapshot) = self.backend.open(session, which, None).await? else {
+            unreachable!("without an If-None-Match, a snapshot is always read");
+        };
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        let mut reader = snapshot.body.into_reader();
+        let mut buf = vec![0; 64 * 1024];
+        loop {
+            let read = tokio::io::AsyncReadExt::read(&mut reader, &mut buf).await?;
+            if read == 0 {
+                break;
+            }
+            sha2::Digest::update(&mut hasher, &buf[..read]);
+        }
+        let sha256 = name::hex(&sha2::Digest::finalize(hasher));
+        Ok(Some(Latest {
+            info: snapshot.info,
+            sha256,
+        }))
+    }
+
+    /// Tells the feed of a save that wrote something.
+    fn announce_saved(&self, session: &SessionId, saved: Saved) -> Saved {
+        if !saved.deduplicated {
+            let latest = Latest {
+                info: saved.info.clone(),
+                sha256: saved.sha256.clone(),
+            };
+            self.feed
+                .publish(session, Some(latest), saved.pruned.clone());
+        }
+        saved
+    }
+
+    /// Tells the feed that snapshots of `session` went away (when anyone listens): the latest
+    /// is read again.
+    async fn announce_removed(&self, session: &SessionId, removed: Vec<SnapshotId>) {
+        if !self.feed.wanted(session) {
+            return;
+        }
+        match self.latest_now(session).await {
+            Ok(latest) => self.feed.publish(session, latest, removed),
+            Err(err) => tracing::debug!(%session, error = %err, "could not announce a removal"),
+        }
     }
 
     fn rules(&self) -> Rules {

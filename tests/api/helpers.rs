@@ -110,6 +110,16 @@ impl TestApp {
         Self::start(temp, data_dir, None, vars).await
     }
 
+    /// A second server on this one's store (its data directory, or its prefix in the bucket),
+    /// running beside it.
+    pub async fn beside(&self, vars: &[(&str, &str)]) -> Self {
+        let temp = tempfile::tempdir().unwrap();
+        Self::start(temp, self.data_dir.clone(), self.prefix.clone(), vars)
+            .await
+            .prepared()
+            .await
+    }
+
     /// A new server over what a stopped one kept.
     pub async fn restart(stopped: Stopped, vars: &[(&str, &str)]) -> Self {
         Self::start(stopped.temp, stopped.data_dir, stopped.prefix, vars)

@@ -16,6 +16,7 @@ mod cors;
 mod delete;
 mod disabled;
 mod disk_full;
+mod events;
 // Reads are kept in memory only where inotify tells of changes.
 #[cfg(target_os = "linux")]
 mod from_memory;

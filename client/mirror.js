@@ -8,7 +8,8 @@
 // plus /api/backup), data-session (default: an id made for this browser, see below), data-keys
 // (localStorage keys, comma-separated, a trailing * for a prefix; default: every key),
 // data-indexeddb (IndexedDB databases to mirror, comma-separated), data-token, data-conflict
-// (ask, local or server; default ask), data-badge ("off" hides the status badge).
+// (ask, local or server; default ask), data-live ("off": no change feed), data-badge ("off"
+// hides the status badge).
 //
 // How an emptied browser gets its state back before the page's own scripts run: this script
 // runs before them and reads localStorage synchronously. A browser that has never synced this
@@ -124,6 +125,7 @@ function start({ url, session, token, what, marker, data }) {
     url,
     session: session.id,
     token,
+    live: data.live !== 'off',
     onConflict: (conflict) => {
       if (policy === 'local') return conflict.local;
       if (policy === 'server') takeServer();
@@ -132,6 +134,11 @@ function start({ url, session, token, what, marker, data }) {
   });
   const mirror = client.mirror({ localStorage: what.keys, indexedDB: what.databases, restore: false });
   client.on('saved', (saved) => localStorage.setItem(marker, saved.id));
+  // Another device's newer state is in storage now: the page starts again on it.
+  client.on('applied', (applied) => {
+    localStorage.setItem(marker, applied.id);
+    location.reload();
+  });
   if (data.badge !== 'off') {
     badge = new Badge(client, session, { keep: () => client.resolve(), take: takeServer });
   } else if (policy === 'ask') {

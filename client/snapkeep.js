@@ -56,13 +56,14 @@ export class Client extends EventTarget {
   #hooks = []; // run before the page-hide send (a mirror reads its keys)
   #stops = []; // a mirror's watchers, undone by close()
   #crossOrigin; // the server is on another origin than the page (CORS)
+  #stopped = new AbortController(); // aborted by close(): ends the change feed
   #shared = false; // the state is the browser's storage, shared by all its tabs (a mirror)
   #listeners = [];
   #tab; // this tab's id (sessionStorage: a reload keeps it), recorded with each queued save
   #release; // ends the Web Lock that tells other tabs this one is alive
 
   constructor({ url, session, token, debounceMs = 1000, maxWaitMs = 10000, gzip = true,
-    retryMs = 1000, maxRetryMs = 60000, onConflict } = {}) {
+    retryMs = 1000, maxRetryMs = 60000, onConflict, live = false } = {}) {
     super();
     if (!url || !session) throw new TypeError('snapkeep: connect() needs url and session');
     this.url = String(url).replace(/\/+$/, '');
@@ -90,6 +91,7 @@ export class Client extends EventTarget {
       if (document.visibilityState === 'hidden') hide();
     });
     this.#listen(globalThis, 'online', () => this.#queued && this.#retryNow());
+    if (live) this.#ready.then(() => this.#follow());
   }
 
   /** Saves that failed and wait to be sent again (in IndexedDB). */
@@ -222,9 +224,11 @@ export class Client extends EventTarget {
    * the app used setItem, a property assignment, removeItem or an IndexedDB transaction: a
    * change of localStorage is seen within `pollMs`, a committed IndexedDB transaction at once.
    * With `restore` (the default), an emptied browser gets the latest snapshot put back first
-   * (see restoreIfEmpty). Returns { restored, sync, stop }.
+   * (see restoreIfEmpty). With the client's `live` feed, another device's newer state
+   * (`remote`) is written into storage when this browser has nothing unsaved, then `applied`
+   * is emitted (`applyRemote: false` leaves that to the app). Returns { restored, sync, stop }.
    */
-  mirror({ localStorage: keys = true, indexedDB: databases = [], pollMs = 500, restore = true } = {}) {
+  mirror({ localStorage: keys = true, indexedDB: databases = [], pollMs = 500, restore = true, applyRemote = true } = {}) {
     const what = { keys, databases };
     this.#shared = true;
     let last = null;
@@ -238,7 +242,8 @@ export class Client extends EventTarget {
       this.save(doc);
     };
     // Synchronous (the page may be closing): localStorage as it is, the databases as last read.
-    const sync = () => send({ ...readLocalStorage(keys), ...(Object.keys(idb).length ? { indexedDB: idb } : {}) });
+    const current = () => ({ ...readLocalStorage(keys), ...(Object.keys(idb).length ? { indexedDB: idb } : {}) });
+    const sync = () => send(current());
     let reading = Promise.resolve();
     // One read of the databases at a time, each followed by a save of what changed.
     const refresh = () => {
@@ -260,6 +265,20 @@ export class Client extends EventTarget {
       return done;
     });
     this.#hooks.push(sync);
+    // Another device's newer state is put into this browser's storage when nothing here is
+    // unsaved; else the save on its way meets it as a conflict.
+    const unfollow = this.on('remote', async (remote) => {
+      if (stopped || !applyRemote) return;
+      const text = JSON.stringify(current());
+      const clean = (text === last || text === '{}') && !this.#pending && !this.#queued && !this.#conflict && this.#busy === 0;
+      if (!clean) return;
+      await this.adopt({ id: remote.id, state: remote.state });
+      await applyMirror(remote.state, what);
+      idb = await readDatabases(databases);
+      last = JSON.stringify(current());
+      this.#emit('applied', { id: remote.id });
+    });
+    this.#stops.push(unfollow);
     return {
       restored: started,
       sync: () => (databases.length ? refresh() : sync()),
@@ -285,6 +304,105 @@ export class Client extends EventTarget {
     for (const [target, type, fn] of this.#listeners) target.removeEventListener(type, fn);
     this.#listeners = [];
     this.#stops.splice(0).forEach((stop) => stop());
+    this.#stopped.abort();
+  }
+
+  // --- the change feed ---
+
+  /**
+   * Follows the session's change feed: one tab of the browser (the one holding a Web Lock)
+   * reads the stream and passes each event to the others on a BroadcastChannel, so a browser
+   * holds one stream per session however many tabs it has. When that tab closes, another takes
+   * over. A dropped stream reconnects with a growing pause, carrying Last-Event-ID.
+   */
+  #follow() {
+    const name = `snapkeep feed ${this.#endpoint}`;
+    const channel = typeof BroadcastChannel === 'function' ? new BroadcastChannel(name) : null;
+    const signal = this.#stopped.signal;
+    if (channel) {
+      channel.onmessage = (message) => this.#heard(message.data);
+      signal.addEventListener('abort', () => channel.close());
+    }
+    const lead = async () => {
+      for (let attempt = 0; !signal.aborted; attempt++) {
+        let wait;
+        try {
+          await this.#stream((event) => {
+            attempt = 0;
+            channel?.postMessage(event);
+            this.#heard(event);
+          });
+        } catch (error) {
+          wait = error.retryAfter;
+        }
+        if (signal.aborted) return;
+        wait ??= Math.min(30000, 1000 * 2 ** attempt) * (0.8 + Math.random() * 0.4);
+        await new Promise((resolve) => {
+          const timer = setTimeout(resolve, wait);
+          signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+        });
+      }
+    };
+    const locks = globalThis.navigator?.locks;
+    if (locks) locks.request(name, { signal }, lead).catch(() => {});
+    else lead();
+  }
+
+  /** Reads the feed until it ends, calling `onEvent({ type, id, data })` for each event. */
+  async #stream(onEvent) {
+    const headers = { ...(await this.#auth()) };
+    if (this.#base) headers['Last-Event-ID'] = this.#base;
+    const response = await fetch(`${this.#endpoint}/events`, { headers, signal: this.#stopped.signal });
+    if (!response.ok) {
+      const error = await refusal(response);
+      error.retryAfter = seconds(response.headers.get('Retry-After')) ?? undefined;
+      throw error;
+    }
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value.replace(/\r\n?/g, '\n');
+      let end;
+      while ((end = buffer.indexOf('\n\n')) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const event = { type: 'message', id: undefined, data: '' };
+        for (const line of block.split('\n')) {
+          const [field, ...rest] = line.split(':');
+          const text = rest.join(':').replace(/^ /, '');
+          if (field === 'event') event.type = text;
+          else if (field === 'id') event.id = text;
+          else if (field === 'data') event.data += text;
+        }
+        if (event.data) onEvent({ ...event, data: JSON.parse(event.data) });
+      }
+    }
+  }
+
+  /** An event of the feed, read by this tab or passed on by the tab that reads it. */
+  #heard(event) {
+    // Decided after the writes in flight (a save's own event is no news), told after them.
+    if (event.type === 'snapshot') this.#serial(() => this.#remote(event.id)).then((remote) => remote && this.#emit('remote', remote));
+    else if (event.type === 'deleted') this.#emit('deleted', event.data);
+  }
+
+  /**
+   * A new latest on the server: unless it is what this tab (or, for a mirror, this browser)
+   * already holds, or what it sent itself, the `remote` event's detail, with its state.
+   */
+  async #remote(id) {
+    if (!id || id === this.#base) return undefined;
+    if (this.#shared && id === (await this.#queue.meta())) return undefined;
+    let latest;
+    try {
+      latest = await this.#read('latest');
+    } catch {
+      return undefined; // the next event, or the next save, tells
+    }
+    if (!latest || latest.id === this.#base || this.#unacked.includes(digest(latest.text))) return undefined;
+    return { id: latest.id, createdAt: createdAt(latest.id), state: parse(latest.text) };
   }
 
   // --- sending ---

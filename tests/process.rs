@@ -290,8 +290,15 @@ async fn sigterm_with_open_change_feeds_exits_within_the_grace_period() {
     server.signal(Signal::SIGTERM);
     assert_eq!(server.wait().code(), Some(0), "{}", server.log_text());
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(2), "took {took:?}: the feeds held the stop");
-    assert!(!server.log_text().contains("still in flight"), "{}", server.log_text());
+    assert!(
+        took < Duration::from_secs(2),
+        "took {took:?}: the feeds held the stop"
+    );
+    assert!(
+        !server.log_text().contains("still in flight"),
+        "{}",
+        server.log_text()
+    );
     for mut feed in feeds {
         // Each stream ended (rather than hanging): its body is complete.
         let rest = tokio::time::timeout(Duration::from_secs(2), feed.chunk()).await;

@@ -209,6 +209,7 @@ fn cors(origins: &CorsOrigins) -> Option<CorsLayer> {
                 header::IF_NONE_MATCH,
                 extract::SNAPKEEP_IF_MATCH,
                 extract::SNAPKEEP_IF_NONE_MATCH,
+                HeaderName::from_static("last-event-id"),
             ])
             .expose_headers([
                 header::ETAG,

@@ -264,7 +264,8 @@ describe('a localStorage app with the tag', () => {
 
   test('two devices: a real conflict shows on the badge, and the other device wins when asked', { timeout: TIMEOUT }, async () => {
     const session = 'ls-devices';
-    const url = page(TODO_APP(tag(server, `data-session="${session}"`)));
+    // Without the change feed the phone cannot know of the laptop's save before its own.
+    const url = page(TODO_APP(tag(server, `data-session="${session}" data-live="off"`)));
     const laptop = await browser.newContext();
     const phone = await browser.newContext();
     const a = await laptop.newPage();
@@ -294,7 +295,7 @@ describe('a localStorage app with the tag', () => {
 
   test('data-conflict="local": this device wins, without a question', { timeout: TIMEOUT }, async () => {
     const session = 'ls-local';
-    const url = page(TODO_APP(tag(server, `data-session="${session}" data-conflict="local"`)));
+    const url = page(TODO_APP(tag(server, `data-session="${session}" data-conflict="local" data-live="off"`)));
     const laptop = await browser.newContext();
     const phone = await browser.newContext();
     const a = await laptop.newPage();
@@ -421,5 +422,90 @@ describe('an IndexedDB app with the tag', () => {
     await again.evaluate(() => app.add('after'));
     assert.deepEqual(await again.evaluate(() => app.titles()), ['Welcome', 'kept', 'after']);
     await wiped.close();
+  });
+});
+
+describe('live: other devices and the inspection page hear of changes', () => {
+  test('a change on one device is applied in the other, open, within seconds', { timeout: TIMEOUT }, async () => {
+    const session = 'live-devices';
+    const url = page(TODO_APP(tag(server, `data-session="${session}"`)));
+    const laptop = await browser.newContext();
+    const phone = await browser.newContext();
+    const a = await laptop.newPage();
+    await a.goto(url);
+    await a.evaluate(() => app.add('first'));
+    await eventually(async () => (await onServer(session))?.doc.localStorage['todos-vanilla'].todos.length === 1, { what: 'the first state' });
+    const b = await phone.newPage();
+    await b.goto(url);
+    await b.waitForFunction(() => window.startedWith && JSON.parse(window.startedWith).todos.length === 1);
+    await b.waitForTimeout(300); // its feed is open
+
+    await a.evaluate(() => app.add('from the laptop'));
+    const started = Date.now();
+    await b.waitForFunction(() => window.startedWith && JSON.parse(window.startedWith).todos.length === 2, null, { timeout: 10000 });
+    console.log(`another device's change was applied (and the page started on it) ${Date.now() - started} ms after it was made`);
+    assert.match(await b.innerText('#list'), /first\n\[ \] from the laptop/);
+    assert.notEqual(await b.evaluate(() => snapkeepMirror.client.status), 'conflict');
+    await laptop.close();
+    await phone.close();
+  });
+
+  test('a restore on the inspection page reaches an open app tab, and its timeline updates itself', { timeout: TIMEOUT }, async () => {
+    const session = 'live-restore';
+    const url = page(TODO_APP(tag(server, `data-session="${session}"`)));
+    const context = await browser.newContext();
+    const tab = await context.newPage();
+    await tab.goto(url);
+    await tab.evaluate(() => app.add('old'));
+    await eventually(async () => (await onServer(session))?.doc.localStorage['todos-vanilla'].todos.length === 1, { what: 'the old state' });
+    const { id: old } = await onServer(session);
+    await tab.evaluate(() => app.add('new'));
+    await eventually(async () => (await onServer(session))?.doc.localStorage['todos-vanilla'].todos.length === 2, { what: 'the new state' });
+
+    const inspect = await context.newPage();
+    await inspect.goto(`${server.origin}/#/s/${session}/${old}`);
+    await inspect.waitForSelector('#content .tree');
+    await inspect.waitForSelector('#live:not([hidden])');
+    const timeline = () => inspect.$$eval('#snapshots li.snap', (rows) => rows.length);
+    const before = await timeline();
+
+    // A write from elsewhere shows in the timeline without "Refresh".
+    await tab.evaluate(() => app.add('newest'));
+    await eventually(async () => (await timeline()) === before + 1, { what: 'the timeline to update itself' });
+
+    await inspect.click('#restore');
+    await inspect.click('#restore-yes');
+    const started = Date.now();
+    await tab.waitForFunction(() => window.startedWith && JSON.parse(window.startedWith).todos.length === 1, null, { timeout: 10000 });
+    console.log(`a restore on the inspection page reached the open app tab ${Date.now() - started} ms later`);
+    assert.match(await tab.innerText('#list'), /^\[ \] old$/);
+    await eventually(async () => (await onServer(session)).doc.localStorage['todos-vanilla'].todos.length === 1, { what: 'the restored latest' });
+    await context.close();
+  });
+
+  test('a device with an unsaved change is not overwritten by the news: it meets a conflict', { timeout: TIMEOUT }, async () => {
+    const session = 'live-unsaved';
+    const url = page(TODO_APP(tag(server, `data-session="${session}"`)));
+    const laptop = await browser.newContext();
+    const phone = await browser.newContext();
+    const a = await laptop.newPage();
+    await a.goto(url);
+    await a.evaluate(() => app.add('shared'));
+    await eventually(async () => (await onServer(session))?.doc.localStorage['todos-vanilla'].todos.length === 1, { what: 'the first state' });
+    const b = await phone.newPage();
+    await b.goto(url);
+    await b.waitForFunction(() => window.startedWith && JSON.parse(window.startedWith).todos.length === 1);
+    // The phone goes offline and changes something; meanwhile the laptop saves.
+    await phone.setOffline(true);
+    await b.evaluate(() => app.add('phone, offline'));
+    await b.waitForFunction(() => snapkeepMirror.client.status === 'offline');
+    await a.evaluate(() => app.add('laptop'));
+    await eventually(async () => (await onServer(session)).doc.localStorage['todos-vanilla'].todos.length === 2, { what: "the laptop's" });
+    await phone.setOffline(false);
+    await b.waitForFunction(() => snapkeepMirror.client.status === 'conflict', null, { timeout: 10000 });
+    assert.match(await b.innerText('#list'), /phone, offline/, "the phone's change is still on its screen");
+    assert.deepEqual((await onServer(session)).doc.localStorage['todos-vanilla'].todos.map((t) => t.text), ['shared', 'laptop']);
+    await laptop.close();
+    await phone.close();
   });
 });

@@ -30,6 +30,11 @@ export interface ConnectOptions<T = unknown> {
    * adopt()), or the app's next save() of its unmerged state overwrites the other device's changes.
    */
   onConflict?: (conflict: ConflictDetail<T>) => T | undefined | Promise<T | undefined>;
+  /**
+   * Follow the session's change feed: another tab's or device's new snapshot is a `remote`
+   * event. One tab per browser reads the stream and passes it on to the others. Default false.
+   */
+  live?: boolean;
 }
 
 export interface Snapshot<T = unknown> {
@@ -98,6 +103,12 @@ export interface ErrorDetail<T = unknown> {
 }
 
 export interface ClientEvents<T = unknown> {
+  /** With `live`: another writer's new latest. */
+  remote: { id: string; createdAt: string; state: T };
+  /** A mirror put a `remote` state into the browser's storage. */
+  applied: { id: string };
+  /** With `live`: snapshots (or the session) went away; `latest` is what is left. */
+  deleted: { ids: string[]; latest: { id: string; createdAt: string; bytes: number; sha256: string } | null };
   saving: SavingDetail;
   saved: SavedDetail;
   offline: OfflineDetail;

@@ -19,8 +19,12 @@ pub fn check_json(bytes: &[u8]) -> Result<(), String> {
     })?;
     // IgnoredAny checks the syntax without decoding strings or numbers (and without a limit
     // on nesting: that is counted next).
-    serde_json::from_str::<IgnoredAny>(text)
-        .map_err(|err| format!("The body is not valid JSON: {err}."))?;
+    serde_json::from_str::<IgnoredAny>(text).map_err(|err| {
+        format!(
+            "The body is not valid JSON: {}.",
+            describe(&err, Some(text))
+        )
+    })?;
     match too_deep_at(bytes) {
         None => Ok(()),
         Some(offset) => {
@@ -80,6 +84,34 @@ impl Nesting {
     }
 }
 
+/// serde_json's error, placed where the bad token is. serde_json notices a bad token at the
+/// end of a line (`"b": tru` then a newline) only when it reads the newline, and says "line 4
+/// column 0": this says line 3, at the token's first character (with `text`), or at the end
+/// of line 3 (without).
+pub fn describe(err: &serde_json::Error, text: Option<&str>) -> String {
+    let (line, column) = (err.line(), err.column());
+    let full = err.to_string();
+    if column != 0 || line < 2 {
+        return full;
+    }
+    let kind = full
+        .strip_suffix(&format!(" at line {line} column {column}"))
+        .unwrap_or(&full);
+    let Some(previous) = text.and_then(|t| t.split('\n').nth(line - 2)) else {
+        return format!("{kind} at the end of line {}", line - 1);
+    };
+    let content = previous.trim_end();
+    let delimiter = |c: char| c.is_whitespace() || ",:[]{}\"".contains(c);
+    let start = content
+        .char_indices()
+        .rev()
+        .take_while(|(_, c)| !delimiter(*c))
+        .last()
+        .map_or(content.len(), |(at, _)| at);
+    let column = content[..start].chars().count() + 1;
+    format!("{kind} at line {} column {column}", line - 1)
+}
+
 /// Line and column (1-based, like serde_json's) just after `prefix`.
 fn position(prefix: &[u8]) -> (usize, usize) {
     let line = 1 + prefix.iter().filter(|&&b| b == b'\n').count();
@@ -136,7 +168,10 @@ pub fn check_json_stream<R: Read>(
     match serde_json::from_reader::<_, IgnoredAny>(io::BufReader::new(open()?)) {
         Ok(_) => Ok(Ok(())),
         Err(err) if err.is_io() => Err(err.into()),
-        Err(err) => Ok(Err(format!("The body is not valid JSON: {err}."))),
+        Err(err) => Ok(Err(format!(
+            "The body is not valid JSON: {}.",
+            describe(&err, None)
+        ))),
     }
 }
 
@@ -173,6 +208,14 @@ mod tests {
             check_json(b"\xef\xbb\xbf{}").is_err(),
             "a byte-order mark is not JSON"
         );
+    }
+
+    #[test]
+    fn a_bad_token_at_the_end_of_a_line_is_placed_on_it() {
+        let err = check_json(b"{\n \"a\": 1,\n \"b\": tru\n}").unwrap_err();
+        assert!(err.ends_with("at line 3 column 7."), "{err}");
+        let err = check_json(b"[1,\n 2,\n nul\n]").unwrap_err();
+        assert!(err.ends_with("at line 3 column 2."), "{err}");
     }
 
     #[test]

@@ -43,10 +43,11 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let config = &app.config;
     if config.enabled {
+        let writes = !config.access.read_only;
         app.store
-            .create()
+            .create(writes)
             .await
-            .with_context(|| format!("cannot use the data directory {}", app.store.location()))?;
+            .context("cannot use the data directory")?;
     } else {
         tracing::warn!("backups are disabled (SNAPKEEP_ENABLED=false): session routes answer 503");
     }
@@ -60,7 +61,7 @@ pub async fn serve(
         );
     }
     tracing::info!(
-        "listening on http://{address}{} with data in {}",
+        "listening on http://{address}{} with data in {}; the inspection page is http://{address}/",
         config.base_path,
         app.store.location()
     );

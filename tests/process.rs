@@ -132,7 +132,7 @@ fn a_data_dir_that_cannot_be_counted_stops_the_server_with_exit_2() {
             std::env::var("CI").is_err(),
             "needs root to run the server as nobody"
         );
-        eprintln!("SKIPPED: needs root to run the server as nobody");
+        support::skipped("needs root to run the server as nobody");
         return;
     }
     let temp = tempfile::tempdir().unwrap();
@@ -411,9 +411,10 @@ fn a_write_at_the_shutdown_deadline_is_either_answered_or_absent() {
 }
 
 #[test]
-fn healthcheck_exits_0_when_the_server_answers_and_1_when_not() {
+fn healthcheck_exits_0_when_the_server_is_ready_and_1_when_not() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(data.path(), &[]);
+    server.wait_prepared();
     let addr = server.addr.to_string();
     let up = run(&[("SNAPKEEP_LISTEN", addr.as_str())], &["healthcheck"]);
     assert_eq!(
@@ -437,6 +438,68 @@ fn healthcheck_exits_0_when_the_server_answers_and_1_when_not() {
     let down = run(&[("SNAPKEEP_LISTEN", addr.as_str())], &["healthcheck"]);
     assert_eq!(down.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&down.stderr).contains("unhealthy"));
+
+    // Running is not enough: a server that cannot reach its bucket answers /healthz, and is
+    // still not healthy.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let vars = [
+        ("SNAPKEEP_STORAGE", "s3://nowhere-bucket"),
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_ACCESS_KEY_ID", "x"),
+        ("AWS_SECRET_ACCESS_KEY", "y"),
+        ("SNAPKEEP_STORAGE_TIMEOUT", "1s"),
+    ];
+    let stuck = Server::start(data.path(), &vars);
+    let listen = stuck.addr.to_string();
+    let unready = run(&[("SNAPKEEP_LISTEN", listen.as_str())], &["healthcheck"]);
+    assert_eq!(unready.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unready.stderr).contains("/readyz with 503"));
+}
+
+/// A bind-mounted data directory that the container's user cannot write (root's, the usual
+/// case) stops the start with exit 2 and one line naming the directory, the user and the fix;
+/// it never starts answering every write with 500.
+#[test]
+fn an_unwritable_data_dir_stops_the_start_with_the_fix() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+        assert!(
+            std::env::var("CI").is_err(),
+            "needs root to run the server as nobody"
+        );
+        support::skipped("needs root to run the server as nobody");
+        return;
+    }
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let output = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            support::BIN,
+        ])
+        .env_clear()
+        .env("SNAPKEEP_LISTEN", "127.0.0.1:0")
+        .env("SNAPKEEP_DATA_DIR", &data)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    for needed in [
+        data.to_str().unwrap(),
+        "not writable",
+        "uid 65534",
+        "chown -R 65534:65534",
+    ] {
+        assert!(stderr.contains(needed), "{needed:?} missing: {stderr}");
+    }
 }
 
 /// Writes from several clients, SIGKILL at a random moment, then: every acknowledged snapshot
@@ -734,4 +797,32 @@ fn an_open_server_on_a_public_address_warns_about_it() {
         "{}",
         guarded.log_text()
     );
+}
+
+/// A proxy that is trusted but sends no X-Forwarded-For makes every client look like the
+/// proxy to the rate limit: the server says so in its log, once.
+#[tokio::test]
+async fn a_trusted_proxy_without_forwarded_for_is_warned_about_once() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &[("SNAPKEEP_TRUSTED_PROXIES", "127.0.0.1")]);
+    let client = reqwest::Client::new();
+    let forwarded = client
+        .get(server.url(&format!("{BASE}/s")))
+        .header("x-forwarded-for", "203.0.113.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forwarded.status(), 200);
+    assert!(!server.log_text().contains("carries no X-Forwarded-For"));
+    for _ in 0..2 {
+        let url = server.url(&format!("{BASE}/s"));
+        assert_eq!(client.get(url).send().await.unwrap().status(), 200);
+    }
+    let log = server.log_text();
+    assert_eq!(
+        log.matches("carries no X-Forwarded-For").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("proxy_set_header X-Forwarded-For"), "{log}");
 }

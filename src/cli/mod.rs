@@ -1,5 +1,5 @@
 //! The command line: `snapkeep` (or `snapkeep serve`) runs the server; `snapkeep healthcheck`
-//! asks a running server whether it is up, for a container's `HEALTHCHECK` without curl;
+//! asks a running server whether it is ready, for a container's `HEALTHCHECK` without curl;
 //! `snapkeep token SESSION --ttl 30d` mints a session token with the configured signing key;
 //! `list`, `show`, `verify`, `prune` and `restore` work on the store directly (the data
 //! directory, or the bucket of `--storage` / `SNAPKEEP_STORAGE`; see `inspect.rs`), with no
@@ -49,7 +49,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (the default).
     Serve,
-    /// Exit 0 if the server at SNAPKEEP_LISTEN answers GET /healthz with 200, else 1.
+    /// Exit 0 if the server at SNAPKEEP_LISTEN is ready (GET /readyz answers 200: it runs and
+    /// can use its storage), else 1.
     Healthcheck,
     /// List the sessions (count, bytes, newest), or one session's snapshots.
     List {
@@ -134,8 +135,9 @@ pub fn token(access: &Access, session: &str, ttl: Duration) -> anyhow::Result<St
     ))
 }
 
-/// Asks the server listening on `listen` for `/healthz`. A wildcard address (`0.0.0.0`) is
-/// reached through loopback.
+/// Asks the server listening on `listen` whether it is ready (`/readyz`): a container whose
+/// server runs but cannot write its data directory (or reach its bucket) is not healthy. A
+/// wildcard address (`0.0.0.0`) is reached through loopback.
 pub async fn healthcheck(listen: SocketAddr) -> anyhow::Result<()> {
     let ip = match listen.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -143,23 +145,23 @@ pub async fn healthcheck(listen: SocketAddr) -> anyhow::Result<()> {
         ip => ip,
     };
     let target = SocketAddr::new(ip, listen.port());
-    let status = tokio::time::timeout(Duration::from_secs(5), get_healthz(target))
+    let status = tokio::time::timeout(Duration::from_secs(5), get_readyz(target))
         .await
         .with_context(|| format!("no answer from {target} within 5 s"))??;
     if status != 200 {
-        bail!("{target} answered /healthz with {status}");
+        bail!("{target} answered /readyz with {status}: it runs, but cannot use its storage yet");
     }
     Ok(())
 }
 
-async fn get_healthz(target: SocketAddr) -> anyhow::Result<u16> {
+async fn get_readyz(target: SocketAddr) -> anyhow::Result<u16> {
     let stream = TcpStream::connect(target)
         .await
         .with_context(|| format!("cannot connect to {target}"))?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let request = hyper::Request::get("/healthz")
+    let request = hyper::Request::get("/readyz")
         .header(hyper::header::HOST, target.to_string())
         .body(Empty::<Bytes>::new())?;
     Ok(sender.send_request(request).await?.status().as_u16())

@@ -248,7 +248,7 @@ impl Raw {
             header_timeout: duration(&self.header_timeout, "HEADER_TIMEOUT", "10s")?,
             body_timeout: duration(&self.body_timeout, "BODY_TIMEOUT", "30s")?,
             send_timeout: duration(&self.send_timeout, "SEND_TIMEOUT", "30s")?,
-            shutdown_timeout: duration(&self.shutdown_timeout, "SHUTDOWN_TIMEOUT", "10s")?,
+            shutdown_timeout: duration(&self.shutdown_timeout, "SHUTDOWN_TIMEOUT", "8s")?,
             max_connections: number(&self.max_connections, "MAX_CONNECTIONS", 512, 1)?,
             max_streams: number(&self.max_streams, "MAX_STREAMS", 1000, 1)?,
             events_keepalive: duration(&self.events_keepalive, "EVENTS_KEEPALIVE", "15s")?,
@@ -332,7 +332,11 @@ mod tests {
         assert_eq!(c.log, "info");
         assert_eq!(c.header_timeout, Duration::from_secs(10));
         assert_eq!(c.body_timeout, Duration::from_secs(30));
-        assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(
+            c.shutdown_timeout,
+            Duration::from_secs(8),
+            "below docker stop's 10 s"
+        );
         assert_eq!(c.send_timeout, Duration::from_secs(30));
         assert_eq!(c.max_connections, 512);
         assert!(unknown.is_empty());
@@ -389,6 +393,8 @@ mod tests {
             ("SNAPKEEP_DATA_DIR", ""),
             ("SNAPKEEP_FSYNC", ""),
             ("SNAPKEEP_LOG", "=="),
+            ("SNAPKEEP_LOG", "verbose"),
+            ("SNAPKEEP_LOG", "info,chatty"),
             ("SNAPKEEP_BODY_TIMEOUT", "soon"),
             ("SNAPKEEP_HEADER_TIMEOUT", "0s"),
             ("SNAPKEEP_MAX_CONNECTIONS", "0"),

@@ -121,12 +121,19 @@ pub(super) fn base_path(value: &Option<String>) -> Result<String, ConfigError> {
 }
 
 pub(super) fn log_filter(value: &Option<String>) -> Result<String, ConfigError> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
     let text = value.as_deref().unwrap_or("info");
+    // A bare word that is no level parses as a target at every level (`verbose`: log only
+    // what the target "verbose" says), which silences everything: refused.
+    let bare_word = text.split(',').map(str::trim).any(|directive| {
+        !directive.contains('=') && !LEVELS.contains(&directive.to_ascii_lowercase().as_str())
+    });
     match tracing_subscriber::EnvFilter::try_new(text) {
-        Ok(_) => Ok(text.to_owned()),
-        Err(_) => Err(invalid(
+        Ok(_) if !bare_word => Ok(text.to_owned()),
+        _ => Err(invalid(
             "LOG",
-            "a log filter such as info, debug or snapkeep=debug,tower_http=info",
+            "a level (off, error, warn, info, debug, trace) or target=level directives such as \
+             snapkeep=debug,tower_http=info",
             text,
         )),
     }

@@ -73,8 +73,10 @@ impl FromRequest<AppState> for MergePatchBody {
             unreachable!("without a store to spool to, a body stays in memory");
         };
         check_json(&body).map_err(ApiError::InvalidJson)?;
-        let patch = serde_json::from_slice(&body)
-            .map_err(|err| ApiError::InvalidJson(format!("The body is not valid JSON: {err}.")))?;
+        let patch = serde_json::from_slice(&body).map_err(|err| {
+            let why = crate::json::describe(&err, std::str::from_utf8(&body).ok());
+            ApiError::InvalidJson(format!("The body is not valid JSON: {why}."))
+        })?;
         Ok(Self(patch))
     }
 }

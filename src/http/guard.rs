@@ -11,6 +11,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, header};
@@ -85,6 +86,9 @@ pub async fn check(
     else {
         return Ok(next.run(request).await);
     };
+    // Only requests to the API: health checks come from next to the server, not through the
+    // proxy.
+    note_missing_forwarding(&request, &app.config.access.trusted_proxies);
     let first = rest.split('/').next().filter(|s| !s.is_empty());
     // A session id never starts with `_`: such names are the operator's routes (`_sessions`),
     // which no session token opens. The page (`_ui`), the client module (`_snapkeep.js`) and
@@ -92,7 +96,10 @@ pub async fn check(
     // `/snapkeep-mirror.js`, for apps whose proxy forwards only `{base}`: they hold no data, and
     // the page asks for the token itself.
     let session = first.filter(|name| !name.starts_with('_'));
-    let public = matches!(rest, "_ui" | "_snapkeep.js" | "_snapkeep-mirror.js");
+    let public = matches!(
+        rest,
+        "_ui" | "_snapkeep.js" | "_snapkeep-mirror.js" | "openapi.json"
+    );
     let too_many = |seconds| ApiError::TooManyRequests {
         retry_after: seconds,
     };
@@ -141,6 +148,31 @@ fn client_addr(request: &Request, trusted: &[IpNet]) -> IpAddr {
     };
     forwarded_client(peer, request.headers(), trusted)
 }
+
+/// Says, once per process, that a trusted proxy sends no `X-Forwarded-For`: every client
+/// behind it would count as the proxy for the rate limit (a whole site throttled as one).
+fn note_missing_forwarding(request: &Request, trusted: &[IpNet]) {
+    if trusted.is_empty() || request.headers().contains_key("x-forwarded-for") {
+        return;
+    }
+    let Some(PeerAddr(peer)) = request.extensions().get::<PeerAddr>() else {
+        return;
+    };
+    let peer = peer.ip();
+    if trusted.iter().any(|net| net.contains(&peer))
+        && !FORWARDING_MISSING_TOLD.swap(true, Ordering::Relaxed)
+    {
+        tracing::warn!(
+            %peer,
+            "a request from a trusted proxy (SNAPKEEP_TRUSTED_PROXIES) carries no X-Forwarded-For: \
+             every client behind it counts as the proxy for the rate limit; make the proxy send \
+             it (nginx: proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;)"
+        );
+    }
+}
+
+/// The warning above is said once per process.
+static FORWARDING_MISSING_TOLD: AtomicBool = AtomicBool::new(false);
 
 fn forwarded_client(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));

@@ -194,17 +194,56 @@ pub async fn delete_session(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Unknown paths: under the base path a malformed request (`..`, an empty or extra segment) is
-/// the client's mistake and gets 400; anywhere else, 404.
+/// Unknown paths. Under the base path, a path trick (`..` or `.` as a segment, an encoded `/`,
+/// NUL or non-ASCII, bytes that are no UTF-8) is the client's mistake and gets 400; any other
+/// path names no resource there (an extra segment, say): 404, as anywhere else.
 pub async fn fallback(State(app): State<AppState>, uri: Uri) -> ApiError {
     let base = &app.config.base_path;
     match uri.path().strip_prefix(base.as_str()) {
-        Some(rest) if rest.starts_with('/') => ApiError::InvalidPath(format!(
-            "Invalid path: expected {base}/{{session}}, {base}/{{session}}/latest, \
-             {base}/{{session}}/events or {base}/{{session}}/{{id}}."
-        )),
+        Some(rest) if rest.starts_with('/') && rest.split('/').any(is_trick) => {
+            ApiError::InvalidPath(format!(
+                "Invalid path: expected {base}/{{session}}, {base}/{{session}}/latest, \
+                 {base}/{{session}}/events or {base}/{{session}}/{{id}}."
+            ))
+        }
         _ => ApiError::NotFound("No such route."),
     }
+}
+
+/// A path segment that tries to leave its place: `.`, `..`, or one that decodes to something a
+/// plain segment never holds.
+fn is_trick(segment: &str) -> bool {
+    match percent_decode(segment) {
+        Some(decoded) => {
+            decoded == "."
+                || decoded == ".."
+                || decoded
+                    .chars()
+                    .any(|c| c == '/' || c == '\\' || c == '\0' || !c.is_ascii())
+        }
+        None => true,
+    }
+}
+
+/// `%XX` escapes decoded; `None` when they are malformed or not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            byte => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 pub async fn method_not_allowed() -> ApiError {

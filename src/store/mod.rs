@@ -264,10 +264,10 @@ impl Store {
             .map_err(|_| StoreError::ShuttingDown)
     }
 
-    /// Creates the data directory if needed and proves it can be listed (nothing for a
-    /// bucket). Call before serving.
-    pub async fn create(&self) -> Result<(), StoreError> {
-        self.backend.create().await
+    /// Creates the data directory if needed and proves it can be listed, and with `writes`
+    /// written (nothing for a bucket). Call before serving.
+    pub async fn create(&self, writes: bool) -> Result<(), StoreError> {
+        self.backend.create(writes).await
     }
 
     /// Holds every write and delete back (reads go on) until [`Store::prepare`] succeeds: what

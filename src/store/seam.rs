@@ -160,10 +160,11 @@ impl Backend {
         }
     }
 
-    /// Makes the store usable (the data directory created; nothing for a bucket).
-    pub async fn create(&self) -> Result<(), StoreError> {
+    /// Makes the store usable (the data directory created, and proved writable with `writes`;
+    /// nothing for a bucket).
+    pub async fn create(&self, writes: bool) -> Result<(), StoreError> {
         match self {
-            Backend::Dir(dir) => dir.create().await,
+            Backend::Dir(dir) => dir.create(writes).await,
             Backend::S3(_) => Ok(()),
         }
     }

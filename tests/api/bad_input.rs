@@ -54,7 +54,6 @@ async fn path_tricks_and_invalid_names_are_400() {
         (format!("{BASE}/../etc/passwd"), "invalid_path"),
         (format!("{BASE}/s/../../x"), "invalid_path"),
         (format!("{BASE}//s"), "invalid_session"),
-        (format!("{BASE}/s/{ID}/extra"), "invalid_path"),
     ];
     for (path, code) in &cases {
         // POST is a route only for {base}/{session}; elsewhere it would be a 405 anyway.
@@ -68,6 +67,25 @@ async fn path_tricks_and_invalid_names_are_400() {
             assert_eq!(status, 400, "{path}: {body}");
             let body: serde_json::Value = serde_json::from_str(&body).unwrap();
             assert_eq!(body["code"], *code, "{path}: {body}");
+        }
+    }
+    assert_eq!(app.tree(), before, "nothing on disk changed");
+}
+
+both!(a_well_formed_url_that_names_no_resource_is_404);
+/// RFC 9110: the syntax is fine, the resource does not exist (a path trick is still a 400).
+async fn a_well_formed_url_that_names_no_resource_is_404() {
+    let (app, before) = seeded(&[]).await;
+    for path in [
+        format!("{BASE}/s/{ID}/extra"),
+        format!("{BASE}/s/latest/more"),
+        format!("{BASE}/s/{ID}/a/b/c"),
+    ] {
+        for request in [get(&path), delete(&path), post(&path, "{}")] {
+            let (status, body) = app.raw(&request).await;
+            assert_eq!(status, 404, "{path}: {body}");
+            let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(body["code"], "not_found", "{path}: {body}");
         }
     }
     assert_eq!(app.tree(), before, "nothing on disk changed");

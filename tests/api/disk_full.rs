@@ -85,7 +85,7 @@ fn mount_or_skip(temp: &tempfile::TempDir) -> Option<Tmpfs> {
             panic!("CI must run the disk-full tests, but: {reason}")
         }
         Err(reason) => {
-            eprintln!("skipping: {reason}");
+            crate::support::skipped(&format!("a disk-full test: {reason}"));
             None
         }
     }

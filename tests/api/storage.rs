@@ -121,7 +121,7 @@ async fn writes_wait_for_start_up_preparation_and_reads_do_not() {
         fsync: false,
     };
     let store = std::sync::Arc::new(Store::new(&storage, retention, Quotas::default()));
-    store.create().await.unwrap();
+    store.create(true).await.unwrap();
     store.hold_writes();
     assert!(store.preparing());
 
@@ -222,7 +222,7 @@ async fn while_preparing_readyz_is_503_reads_are_served_and_a_write_waits() {
     )];
     let (config, _) = Config::from_vars(vars).unwrap();
     let state = App::new(config);
-    state.store.create().await.unwrap();
+    state.store.create(true).await.unwrap();
     state.store.hold_writes();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -23,6 +23,14 @@ use time::OffsetDateTime;
 pub const BIN: &str = env!("CARGO_BIN_EXE_snapkeep");
 pub const BASE: &str = "/api/backup";
 
+/// Says on the terminal that a test was skipped, and why: straight to stderr, because the test
+/// harness captures what `print!` and `eprint!` write (and shows it only for failures), so a
+/// skip would otherwise read as a pass.
+pub fn skipped(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
+}
+
 /// The binary with a clean environment: only the given `SNAPKEEP_*` settings apply.
 pub fn snapkeep(vars: &[(&str, &str)]) -> Command {
     let mut command = Command::new(BIN);

@@ -231,10 +231,19 @@ impl Dir {
         blocking(move || Ok(disk.count()?)).await
     }
 
-    /// Creates the data directory if needed and proves it can be listed.
-    pub async fn create(&self) -> Result<(), StoreError> {
+    /// Creates the data directory if needed and proves it can be listed (and, with `writes`,
+    /// written). What is wrong is said in one sentence that names the directory and the fix.
+    pub async fn create(&self, writes: bool) -> Result<(), StoreError> {
         let disk = self.disk.clone();
-        blocking(move || Ok(disk.create()?)).await
+        blocking(move || {
+            let root = disk.root();
+            disk.create().map_err(|err| unusable(root, &err))?;
+            if writes {
+                disk.probe_writable().map_err(|err| unusable(root, &err))?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Removes the temp files of a crashed run. Only while nothing writes: it cannot tell a
@@ -402,6 +411,39 @@ fn blocked<R>(
 /// Sets the session directory's modification time to now: the session was used.
 fn mark_used(dir: &File) -> io::Result<()> {
     dir.set_modified(SystemTime::now())
+}
+
+/// Why the data directory `root` cannot be used, for a person, from what the system said.
+fn unusable(root: &Path, err: &io::Error) -> StoreError {
+    use std::os::unix::fs::MetadataExt;
+    let shown = root.display();
+    let why = match err.kind() {
+        io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => {
+            let file = root.ancestors().find(|p| p.is_file()).unwrap_or(root);
+            match file == root {
+                true => format!("{shown} is a file, not a directory"),
+                false => format!(
+                    "{shown} cannot be a directory: {} is a file",
+                    file.display()
+                ),
+            }
+        }
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
+            // The user this process runs as (a container's, say) and the directory's owner.
+            let me = std::fs::metadata("/proc/self").ok();
+            let (uid, gid) = me.map_or((0, 0), |m| (m.uid(), m.gid()));
+            let owner = std::fs::metadata(root).map_or(String::new(), |m| {
+                format!(", and belongs to uid {}", m.uid())
+            });
+            format!(
+                "{shown} is not writable by this process (uid {uid}, gid {gid}){owner}: give it to \
+                 that user (for a bind mount: chown -R {uid}:{gid} <the host directory>), mount \
+                 a volume instead, or set SNAPKEEP_READ_ONLY=true to serve it read-only ({err})"
+            )
+        }
+        _ => format!("{shown}: {err}"),
+    };
+    StoreError::Io(io::Error::other(why))
 }
 
 fn not_found(err: io::Error) -> StoreError {

@@ -350,6 +350,29 @@ describe('an open server', () => {
     assert.deepEqual(page.problems(), []);
     await page.context().close();
   });
+
+  test('restoring a damaged snapshot takes an explicit second yes, as the CLI wants --force', async () => {
+    const { id: old } = await save(server, 'damaged', '{"a":1}');
+    await save(server, 'damaged', '{"a":3}');
+    writeFileSync(join(server.dataDir, 'damaged', `${old}.json`), '{"a":2}');
+    const page = await openPage(browser, `${server.origin}/#/s/damaged/${old}`);
+    await page.waitForSelector('#snapshot-digest');
+    await page.click('#restore');
+    const confirm = await page.innerText('#restore-confirm');
+    assert.match(confirm, /no longer matches its id/);
+    assert.match(confirm, /look intact from then on/);
+    assert.equal(await page.innerText('#restore-yes'), 'Yes, restore the damaged bytes');
+    await page.context().close();
+  });
+
+  test('times say which zone they are in', async () => {
+    await save(server, 'zoned', '{"a":1}');
+    const page = await openPage(browser, `${server.origin}/#/s/zoned`);
+    await page.waitForSelector('#snapshots li.snap');
+    const row = await page.innerText('#snapshots li.snap');
+    assert.match(row, /\d{2}:\d{2}:\d{2}\.\d{3} UTC([+-]\d{2}:\d{2})?/, row);
+    await page.context().close();
+  });
 });
 
 // ---- The operator token -------------------------------------------------------------------------

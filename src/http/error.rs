@@ -82,7 +82,7 @@ impl ApiError {
             InvalidPath(why) => (StatusCode::BAD_REQUEST, "invalid_path", why.clone()),
             InvalidName(err) => {
                 let code = match err {
-                    NameError::Session => "invalid_session",
+                    NameError::Session | NameError::Reserved => "invalid_session",
                     NameError::Snapshot => "invalid_id",
                 };
                 (

@@ -31,9 +31,15 @@ pub enum NameError {
         "a session id is 1 to 128 characters of A-Z, a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
     )]
     Session,
+    #[error("\"{RESERVED_SESSION}\" is the address of the API's description, not a session id")]
+    Reserved,
     #[error("a snapshot id looks like 20261123T185337.123456Z-9f86d081884c7d65")]
     Snapshot,
 }
+
+/// The one well-formed name that is no session's: `GET {base}/openapi.json` is the API's
+/// description (other routes of the base path start with `_`, which no session id does).
+pub const RESERVED_SESSION: &str = "openapi.json";
 
 /// A client-chosen session id: 1 to 128 characters of `A-Z a-z 0-9 . _ -`, the first one a
 /// letter or digit, so `.`, `..` and hidden names cannot be expressed.
@@ -58,7 +64,10 @@ impl SessionId {
                     && bytes.len() <= MAX_SESSION_LEN
                     && bytes.iter().all(allowed) =>
             {
-                Ok(Self(text.to_owned()))
+                match text == RESERVED_SESSION {
+                    true => Err(NameError::Reserved),
+                    false => Ok(Self(text.to_owned())),
+                }
             }
             _ => Err(NameError::Session),
         }
@@ -270,6 +279,8 @@ mod tests {
         ] {
             assert_eq!(SessionId::parse(bad), Err(NameError::Session), "{bad:?}");
         }
+        assert_eq!(SessionId::parse("openapi.json"), Err(NameError::Reserved));
+        assert!(SessionId::parse("openapi.json5").is_ok());
     }
 
     #[test]

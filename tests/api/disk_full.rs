@@ -203,7 +203,7 @@ async fn a_deduplicated_write_still_answers_200_on_a_full_disk() {
 }
 
 /// A restore replica: the data on a read-only mount, the server in read-only mode. It is ready
-/// (its probe only reads) and serves; a server that would write is not ready there.
+/// (its probe only reads) and serves; a server that would write refuses to start there.
 #[tokio::test]
 async fn a_read_only_server_on_a_read_only_mount_is_ready_and_serves() {
     let temp = tempfile::tempdir().unwrap();
@@ -232,9 +232,24 @@ async fn a_read_only_server_on_a_read_only_mount_is_ready_and_serves() {
     assert_eq!(latest.text().await.unwrap(), "[\"kept\"]");
     assert_error(replica.post("s", "[1]").await, 503, "read_only").await;
 
-    let writer = TestApp::with_dir(tempfile::tempdir().unwrap(), data_dir, &[]).await;
-    assert_error(writer.get("/readyz").await, 503, "not_ready").await;
-    drop((replica, writer));
+    // A server that would write there does not start: it says why and what to do.
+    let pairs = [(
+        "SNAPKEEP_DATA_DIR".to_string(),
+        data_dir.display().to_string(),
+    )];
+    let (config, _) = snapkeep::config::Config::from_vars(pairs).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let state = snapkeep::http::App::new(config);
+    let refused = snapkeep::server::serve(listener, state, std::future::pending())
+        .await
+        .expect_err("a writer on a read-only mount must not start");
+    let why = format!("{refused:#}");
+    assert!(why.contains(&data_dir.display().to_string()), "{why}");
+    assert!(
+        why.contains("is not writable") && why.contains("SNAPKEEP_READ_ONLY"),
+        "{why}"
+    );
+    drop(replica);
     drop(tmpfs);
     drop(temp);
 }

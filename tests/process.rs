@@ -724,18 +724,18 @@ async fn token_mints_a_session_token_that_the_server_accepts() {
     assert!(String::from_utf8_lossy(&no_key.stderr).contains("SNAPKEEP_SIGNING_KEY"));
 }
 
-/// The minting recipes printed in the README, run with each language's standard library only.
+/// The minting recipes printed in docs/security.md, run with each language's standard library
+/// only.
 #[tokio::test]
-async fn the_readme_recipes_mint_tokens_in_node_and_python() {
-    let readme = include_str!("../README.md");
-    // The README's block in that language that defines the function.
+async fn the_security_doc_recipes_mint_tokens_in_node_and_python() {
+    let doc = include_str!("../docs/security.md");
+    // The document's block in that language that defines the function.
     let snippet = |fence: &str, defines: &str| {
-        readme
-            .split(fence)
+        doc.split(fence)
             .skip(1)
             .map(|code| &code[..code.find("```").unwrap()])
             .find(|code| code.contains(defines))
-            .unwrap_or_else(|| panic!("no {fence} block in README defines {defines}"))
+            .unwrap_or_else(|| panic!("no {fence} block in docs/security.md defines {defines}"))
             .to_owned()
     };
     let node = format!(

@@ -4,7 +4,7 @@
 //! A session token is `<session>:<expires>:<signature>`, where `expires` is a Unix time in
 //! seconds and `signature` is the lowercase hex HMAC-SHA256, keyed with `SNAPKEEP_SIGNING_KEY`,
 //! of `<session>:<expires>`. `:` cannot occur in a session id, so the token splits unambiguously,
-//! and any standard library can mint one (the README shows Node and Python).
+//! and any standard library can mint one (docs/security.md shows Node and Python).
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};

@@ -46,7 +46,7 @@ fn a_bad_setting_exits_2_with_one_line_naming_it() {
             "a path such as /api/backup",
         ),
         ("SNAPKEEP_FSYNC", "sometimes", "true or false"),
-        ("SNAPKEEP_LOG", "a=b=c", "a log filter"),
+        ("SNAPKEEP_LOG", "a=b=c", "target=level directives"),
         (
             "SNAPKEEP_BASE_PATH",
             "/healthz",

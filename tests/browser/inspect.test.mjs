@@ -19,7 +19,7 @@ const DOCS = join(HERE, '..', '..', 'docs');
 const OPERATOR = 'operator-token-of-the-inspection-tests';
 const SIGNING_KEY = 'signing-key-of-the-inspection-tests';
 
-/** A session token, minted the way the README shows. */
+/** A session token, minted the way docs/security.md shows. */
 function mint(session, ttlSeconds = 3600) {
   const payload = `${session}:${Math.floor(Date.now() / 1000) + ttlSeconds}`;
   return `${payload}:${createHmac('sha256', SIGNING_KEY).update(payload).digest('hex')}`;

@@ -9,7 +9,8 @@
 // (localStorage keys, comma-separated, a trailing * for a prefix; default: every key),
 // data-indexeddb (IndexedDB databases to mirror, comma-separated), data-token, data-conflict
 // (ask, local or server; default ask), data-live ("off": no change feed), data-badge ("off"
-// hides the status badge).
+// hides the status badge), data-passphrase-prompt (end-to-end encryption: the text of the
+// prompt that asks for the passphrase, once per browser; see docs/encryption.md).
 //
 // How an emptied browser gets its state back before the page's own scripts run: this script
 // runs before them and reads localStorage synchronously. A browser that has never synced this
@@ -33,6 +34,7 @@ function mirrorPage(script) {
   const token = data.token || undefined;
   const session = chooseSession(data.session, url);
   if (!session) return;
+  const encryption = data.passphrasePrompt === undefined ? undefined : asker(data.passphrasePrompt);
   const marker = `snapkeep-mirror ${url} ${session.id}`;
   const seen = localStorage.getItem(marker);
   if (seen === null) {
@@ -41,11 +43,35 @@ function mirrorPage(script) {
     } else if (Object.keys(readLocalStorage(what.keys)).length) {
       localStorage.setItem(marker, 'local'); // state here already: it is backed up, not replaced
     } else if (sessionStorage.getItem(`${marker} tried`) === null) {
-      restoreThenReload({ url, session: session.id, token, what, marker });
+      restoreThenReload({ url, session: session.id, token, what, marker, encryption });
       return;
     }
   }
-  start({ url, session, token, what, marker, data });
+  start({ url, session, token, what, marker, data, encryption });
+}
+
+/**
+ * End-to-end encryption with a passphrase typed into the browser's prompt when a key is first
+ * needed; the key it gives is remembered by this browser (IndexedDB, not extractable).
+ */
+function asker(text) {
+  const question = text || 'Passphrase of your backup';
+  let asked = 0;
+  return {
+    remember: true,
+    passphrase: () => prompt(asked++ ? `${question}\n(The last one did not open the backup.)` : question),
+  };
+}
+
+/** The latest snapshot; a wrong passphrase is asked again, twice. */
+async function readLatest(client) {
+  try {
+    return await client.latest();
+  } catch (error) {
+    if (error.code !== 'wrong_passphrase') throw error;
+    for (let tries = 0; tries < 2; tries++) if (await client.unlock()) return client.latest();
+    throw error;
+  }
 }
 
 /**
@@ -83,7 +109,7 @@ function chooseSession(given, url) {
  * the next load starts the page: a marker (or, when the server could not be asked, a mark in
  * sessionStorage) says the check was made.
  */
-function restoreThenReload({ url, session, token, what, marker }) {
+function restoreThenReload({ url, session, token, what, marker, encryption }) {
   window.stop();
   const note = document.createElement('p');
   note.textContent = 'Restoring your data…';
@@ -94,8 +120,8 @@ function restoreThenReload({ url, session, token, what, marker }) {
       if (!(await isEmpty(what))) {
         localStorage.setItem(marker, 'local');
       } else {
-        const client = connect({ url, session, token });
-        const latest = await client.latest();
+        const client = connect({ url, session, token, encryption });
+        const latest = await readLatest(client);
         if (latest) {
           await applyMirror(latest.state, what);
           await client.adopt(latest); // its id is the base of this browser's next save
@@ -112,7 +138,7 @@ function restoreThenReload({ url, session, token, what, marker }) {
 }
 
 /** The page starts; every change of its state is backed up from now on. */
-function start({ url, session, token, what, marker, data }) {
+function start({ url, session, token, what, marker, data, encryption }) {
   const policy = ['local', 'server'].includes(data.conflict) ? data.conflict : 'ask';
   let badge = null;
   const takeServer = async () => {
@@ -125,6 +151,7 @@ function start({ url, session, token, what, marker, data }) {
     url,
     session: session.id,
     token,
+    encryption,
     live: data.live !== 'off',
     onConflict: (conflict) => {
       if (policy === 'local') return conflict.local;
@@ -178,7 +205,10 @@ class Badge {
     client.on('saving', () => set('saving', 'backing up…'));
     client.on('saved', () => set('saved', 'backed up'));
     client.on('offline', (d) => set('offline', `offline, ${d.queued || 'a'} change${d.queued > 1 ? 's' : ''} waiting`));
-    client.on('error', (d) => set('error', `backup refused: ${d.message}`));
+    client.on('error', (d) => {
+      set('error', `backup refused: ${d.message}`);
+      if (d.code === 'wrong_passphrase' || d.code === 'no_passphrase') this.#button('Enter the passphrase', () => client.unlock());
+    });
     client.on('conflict', () => {
       set('conflict', 'another device saved a newer state');
       this.#button('Keep this one', keep);

@@ -1,5 +1,5 @@
 // Types for snapkeep.js, the browser client of a snapkeep server.
-// Guide: README.md, "Use it from your web app".
+// Guide: docs/client.md; end-to-end encryption: docs/encryption.md.
 
 // `T` is the type of the app's state: any value JSON.stringify can write. Default: unknown.
 
@@ -35,6 +35,39 @@ export interface ConnectOptions<T = unknown> {
    * event. One tab per browser reads the stream and passes it on to the others. Default false.
    */
   live?: boolean;
+  /**
+   * End-to-end encryption: states leave the page only as AES-256-GCM envelopes, and the
+   * server, its disk and its operator never see them. Lose the passphrase, lose the backup.
+   */
+  encryption?: EncryptionOptions;
+}
+
+export interface EncryptionOptions {
+  /**
+   * The passphrase (PBKDF2-SHA-256, 600,000 rounds, a random 16-byte salt per session), or a
+   * function asked for it once, when a key is first needed (again after unlock()).
+   * A falsy answer is a `no_passphrase` error.
+   */
+  passphrase?: string | (() => string | null | undefined | Promise<string | null | undefined>);
+  /** Or the key itself: an AES-GCM CryptoKey (256 bits) allowed to encrypt and decrypt. */
+  key?: CryptoKey;
+  /**
+   * Keep derived keys in this browser's IndexedDB (non-extractable: no script can read their
+   * bytes), so the passphrase is asked once per browser. Default false.
+   */
+  remember?: boolean;
+}
+
+/** What an encrypting client stores instead of the state (the file holds exactly this JSON). */
+export interface Envelope {
+  'snapkeep-encrypted': 1;
+  cipher: 'AES-256-GCM';
+  /** How the key comes from the passphrase; null when the app gave the key. */
+  kdf: { name: 'PBKDF2'; hash: 'SHA-256'; iterations: number; salt: string } | null;
+  /** Base64 of the 12-byte IV. */
+  iv: string;
+  /** Base64 of the ciphertext of the state's JSON text, then the 16-byte GCM tag. */
+  data: string;
 }
 
 export interface Snapshot<T = unknown> {
@@ -61,6 +94,8 @@ export interface SavedDetail {
   id: string;
   /** 201 written, 200 the same as the latest (deduplicated). */
   status: number;
+  /** false: with encryption, the state was the base's, so it was not sent (deduplicated too). */
+  sent?: boolean;
   createdAt: string;
   bytes: number;
   deduplicated: boolean;
@@ -92,6 +127,8 @@ export interface ErrorDetail<T = unknown> {
    * 401, 403, 404, 507: the save stays queued, and goes with the next save(), flush(), `online`
    * event or page load (refresh the token first). 400, 409, 413, 415 and other 4xx: dropped.
    * 0 with code "storage": IndexedDB failed, the queue is kept in memory for this page only.
+   * 0 with code "wrong_passphrase", "no_passphrase" or "unsupported_envelope": with encryption,
+   * the keys do not open the session's newest envelope; nothing is sent until unlock().
    */
   status: number;
   code?: string;
@@ -167,6 +204,17 @@ export class Client<T = unknown> extends EventTarget {
    */
   resolve(state?: T): Promise<string | null>;
   /**
+   * With encryption: seals the latest state again under a new passphrase (a new snapshot, a
+   * new salt); later saves use it. Waiting saves go first, under the old one; older snapshots
+   * keep theirs. Rejects with code "not_synced" when saves cannot be sent first.
+   */
+  changePassphrase(passphrase: string): Promise<string | null>;
+  /**
+   * With encryption, after a wrong or missing passphrase: tries this one (or asks the
+   * passphrase function again) and sends what waits. Resolves to whether it opens the session.
+   */
+  unlock(passphrase?: string): Promise<boolean>;
+  /**
    * Backs up browser storage as one readable document (see MirroredDocument) on every change,
    * with no call from the app; puts it back when the browser holds none of it.
    */
@@ -223,3 +271,14 @@ export function decode(value: unknown): unknown;
 export function readLocalStorage(keys?: string[] | true): MirroredDocument;
 /** Puts a mirrored document back (localStorage keys, and the named databases, replaced whole). */
 export function applyMirror(doc: MirroredDocument, what?: { keys?: string[] | true; databases?: string[] }): Promise<void>;
+
+/** Whether a stored value is an encryption envelope. */
+export function isEnvelope(value: unknown): value is Envelope;
+/** Parameters for a new passphrase key: PBKDF2-SHA-256, 600,000 rounds, a random salt. */
+export function newKdf(): NonNullable<Envelope['kdf']>;
+/** The AES-256-GCM key a passphrase and an envelope's `kdf` give. */
+export function deriveKey(passphrase: string, kdf: NonNullable<Envelope['kdf']>): Promise<CryptoKey>;
+/** `text` encrypted into an envelope's JSON text. */
+export function seal(text: string, key: CryptoKey, kdf: Envelope['kdf']): Promise<string>;
+/** The text inside an envelope; rejects with `code` "wrong_passphrase" when the key does not fit. */
+export function unseal(envelope: Envelope, key: CryptoKey): Promise<string>;

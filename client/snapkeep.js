@@ -2,7 +2,8 @@
 // Saves are debounced, gzipped, and conditional (If-Match), so another tab's or device's
 // newer state is never overwritten silently; saves that fail wait in IndexedDB and are sent
 // in order once the server answers again; the last state goes out when the page is hidden.
-// Types: snapkeep.d.ts. Guide: README.md, "Use it from your web app".
+// With `encryption`, states leave the page only as AES-GCM envelopes (see the section on it).
+// Types: snapkeep.d.ts. Guide: docs/client.md; encryption: docs/encryption.md.
 
 const QUEUE = 'queue';
 const META = 'meta';
@@ -61,9 +62,15 @@ export class Client extends EventTarget {
   #listeners = [];
   #tab; // this tab's id (sessionStorage: a reload keeps it), recorded with each queued save
   #release; // ends the Web Lock that tells other tabs this one is alive
+  #keys = null; // with `encryption`: the Keyring that seals states into envelopes and opens them
+  #checked = null; // promise: the keys opened the session's newest envelope (none: nothing to check)
+  #verified = false; // #checked has resolved
+  #lastPlain = null; // { id, plain }: digest of the base's state, to skip sending it again
+  #plains = new Map(); // digest of a body sealed here → digest of its state
+  #plainKey; // localStorage key of #lastPlain
 
   constructor({ url, session, token, debounceMs = 1000, maxWaitMs = 10000, gzip = true,
-    retryMs = 1000, maxRetryMs = 60000, onConflict, live = false } = {}) {
+    retryMs = 1000, maxRetryMs = 60000, onConflict, live = false, encryption } = {}) {
     super();
     if (!url || !session) throw new TypeError('snapkeep: connect() needs url and session');
     this.url = String(url).replace(/\/+$/, '');
@@ -75,6 +82,12 @@ export class Client extends EventTarget {
       code: 'storage', message: `IndexedDB failed (${error?.message}): saves wait in memory, for this page only` }));
     this.#sentKey = `snapkeep:sent ${this.url} ${session}`;
     this.#unacked = (storage()?.getItem(this.#sentKey) ?? '').split(' ').filter(Boolean);
+    if (encryption) {
+      this.#keys = new Keyring(encryption, this.#queue);
+      this.#plainKey = `snapkeep:plain ${this.url} ${session}`;
+      const [id, plain] = (storage()?.getItem(this.#plainKey) ?? '').split(' ');
+      if (plain) this.#lastPlain = { id, plain };
+    }
     const tabKey = `snapkeep:tab ${this.url} ${session}`;
     try {
       this.#tab = sessionStorage.getItem(tabKey);
@@ -117,6 +130,8 @@ export class Client extends EventTarget {
     if (state === undefined) throw new TypeError('snapkeep: save() needs a state');
     if (!this.#pending) this.#since = Date.now();
     this.#pending = { state };
+    // Sealed at once: a page being hidden can then send the envelope without waiting.
+    if (this.#keys) this.#sealPending(this.#pending).catch(() => {});
     clearTimeout(this.#timer);
     const wait = Math.min(this.#o.debounceMs, this.#since + this.#o.maxWaitMs - Date.now());
     this.#timer = setTimeout(() => this.flush(), Math.max(0, wait));
@@ -132,13 +147,15 @@ export class Client extends EventTarget {
   }
 
   /** The newest snapshot ({ id, createdAt, state, integrity }), or null when there is none. */
-  latest() {
-    return this.#read('latest').then((s) => s && snapshot(s));
+  async latest() {
+    const latest = await this.#read('latest');
+    return latest && { ...snapshot(latest), state: await this.#open(latest.text, { strict: true, newest: true }) };
   }
 
   /** One snapshot by id. */
-  get(id) {
-    return this.#read(encodeURIComponent(id)).then(snapshot);
+  async get(id) {
+    const read = await this.#read(encodeURIComponent(id));
+    return { ...snapshot(read), state: await this.#open(read.text, { strict: true }) };
   }
 
   /** The session's snapshots, newest first: [{ id, createdAt, bytes }]. */
@@ -160,7 +177,7 @@ export class Client extends EventTarget {
     // Saves still queued here are newer than anything on the server: the newest comes back.
     const queued = (await this.#queue.rows()).at(-1);
     if (queued) {
-      await applyState(JSON.parse(queued.body), null);
+      await applyState(await this.#open(queued.body, { strict: true }), null);
       return true;
     }
     let latest;
@@ -171,6 +188,7 @@ export class Client extends EventTarget {
       // its first save then meets the server's state as a conflict, never overwrites it.
       const { status = 0, code, message } = error;
       if (!(error instanceof SnapkeepError)) this.#emit('error', { status, code: 'invalid_json', message });
+      else if (KEY_FAULTS.includes(code)) this.#emit('error', { status, code, message });
       else if (!status || retryable(status)) this.#emit('offline', { queued: this.#queued, status, message, retryInMs: 0 });
       else this.#emit('error', { status, code, message });
       return false;
@@ -193,6 +211,7 @@ export class Client extends EventTarget {
       await this.#ready;
       this.#pending = null;
       await this.#setBase(from.serverId);
+      this.#knownPlain(from.serverId, plainDigest(from.server));
       await this.#clearQueue();
       this.#conflict = null;
       if (this.status === 'conflict') this.status = 'idle';
@@ -210,11 +229,60 @@ export class Client extends EventTarget {
       const next = state !== undefined ? state : open && this.#local();
       if (open) {
         await this.#setBase(open.serverId);
+        this.#knownPlain(open.serverId, plainDigest(open.server));
         await this.#clearQueue();
         this.#conflict = null;
       }
       if (next !== undefined) this.#pending = { state: next };
     }).then(() => this.flush());
+  }
+
+  /**
+   * With `encryption`: seals the session's latest state again under `passphrase`, as a new
+   * snapshot, and seals every later save so. Saves waiting here are sent first, under the old
+   * one. Older snapshots keep the passphrase they were sealed with. Resolves to the new id
+   * (null: the session is empty; the new passphrase applies from its first save).
+   */
+  async changePassphrase(passphrase) {
+    if (!this.#keys) throw new TypeError('snapkeep: changePassphrase() needs a client with encryption');
+    if (!passphrase) throw new TypeError('snapkeep: changePassphrase() needs a passphrase');
+    await this.flush();
+    if (this.#queued || this.#conflict || this.#retryTimer) {
+      throw new SnapkeepError(0, 'not_synced', 'saves are still waiting (offline, refused or in conflict): send them before changing the passphrase');
+    }
+    await this.#serial(async () => {
+      await this.#check();
+      const latest = await this.#read('latest');
+      const state = latest && (await this.#open(latest.text, { strict: true }));
+      this.#keys.change(passphrase);
+      this.#checked = Promise.resolve(); // the new passphrase is the session's from now on
+      this.#verified = true;
+      if (!latest) return;
+      await this.#setBase(latest.id, latest.text, true);
+      this.#lastPlain = null; // the same state, sealed anew: it must go out
+      this.#pending ??= { state };
+    });
+    return this.flush();
+  }
+
+  /**
+   * After a `wrong_passphrase` or `no_passphrase` error: tries `passphrase` (or, without one,
+   * asks the `passphrase` function again) on the session's newest envelope, and sends what
+   * waits once it opens. Resolves to true when it does; false (after an `error`) when not.
+   */
+  async unlock(passphrase) {
+    if (!this.#keys) throw new TypeError('snapkeep: unlock() needs a client with encryption');
+    this.#keys.reset(passphrase);
+    this.#checked = null;
+    this.#verified = false;
+    try {
+      await this.#check();
+    } catch (error) {
+      this.#emit('error', { status: error.status ?? 0, code: error.code, message: error.message });
+      return false;
+    }
+    this.flush();
+    return true;
   }
 
   /**
@@ -402,7 +470,14 @@ export class Client extends EventTarget {
       return undefined; // the next event, or the next save, tells
     }
     if (!latest || latest.id === this.#base || this.#unacked.includes(digest(latest.text))) return undefined;
-    return { id: latest.id, createdAt: createdAt(latest.id), state: parse(latest.text) };
+    let state;
+    try {
+      state = await this.#open(latest.text, { newest: true });
+    } catch (error) {
+      this.#emit('error', { status: 0, code: error.code, message: error.message });
+      return undefined;
+    }
+    return { id: latest.id, createdAt: createdAt(latest.id), state };
   }
 
   // --- sending ---
@@ -445,9 +520,43 @@ export class Client extends EventTarget {
       const pending = !entry && this.#pending;
       if (!entry && !pending) return id;
       if (pending) this.#pending = null;
-      const body = entry ? entry.body : JSON.stringify(pending.state);
+      let body = entry?.body;
       const orphan = entry && !this.#mine(entry) ? entry : undefined;
-      const outcome = await this.#write(body, entry?.seq, undefined, false, orphan);
+      let outcome;
+      if (this.#keys) {
+        // Nothing leaves before the passphrase has opened the session's newest envelope: a
+        // wrong one must never put a snapshot no other device can read on top.
+        try {
+          await this.#check();
+          if (pending) body = (await this.#sealPending(pending)).body;
+          if (entry && !(await this.#keys.opens(entry.body))) {
+            // Sealed offline, before the passphrase could be checked, under one that turned
+            // out wrong: no device could open it. The app's state goes with its next save.
+            await this.#dequeue(entry.seq);
+            this.#emit('error', { status: 0, code: 'wrong_passphrase', queued: this.#queued,
+              message: 'a save sealed offline under a passphrase the session does not have was dropped' });
+            continue;
+          }
+        } catch (error) {
+          if (!KEY_FAULTS.includes(error.code)) {
+            outcome = this.#failed(error.status ?? 0, error.message);
+          } else {
+            if (pending) this.#pending ??= pending;
+            this.#emit('error', { status: 0, code: error.code, message: error.message, queued: this.#queued });
+            return null;
+          }
+        }
+        if (pending && !outcome && this.#unchanged(pending)) {
+          // Envelopes of one state differ (each has its own IV): the server cannot tell it
+          // is unchanged, so it is not sent.
+          this.#emit('saved', { id: this.#base, status: 200, createdAt: createdAt(this.#base),
+            bytes: 0, deduplicated: true, sent: false, queued: this.#queued });
+          return this.#base;
+        }
+      } else if (pending) {
+        body = JSON.stringify(pending.state);
+      }
+      outcome ??= await this.#write(body, entry?.seq, undefined, false, orphan);
       if (outcome === DROP || typeof outcome === 'string') {
         if (!orphan) id = outcome === DROP ? null : outcome;
         continue;
@@ -460,11 +569,11 @@ export class Client extends EventTarget {
         if (pending && !newer) this.#pending ??= pending;
         // A closed tab's save in conflict: this tab shows it, and adopt()/resolve() drop it.
         this.#conflict.orphan = orphan?.tab;
-        this.#conflict.local = own.length ? parse(own.at(-1).body) : pending.state;
+        this.#conflict.local = own.length ? await this.#open(own.at(-1).body) : pending.state;
         this.#paused();
         return null;
       }
-      if (pending && !newer) await this.#enqueue(body);
+      if (pending && !newer) await this.#enqueue(pending);
       await this.#enqueuePending();
       if (outcome === RETRY) this.#emit('offline', { queued: this.#queued, ...this.#fault });
       return null;
@@ -504,7 +613,7 @@ export class Client extends EventTarget {
     }
     if (held(status)) return this.#hold(status, problem.code, message, body, seq);
     if (seq !== undefined) await this.#dequeue(seq);
-    this.#emit('error', { status, code: problem.code, message, state: JSON.parse(body) });
+    this.#emit('error', { status, code: problem.code, message, state: await this.#open(body).catch(() => undefined) });
     return DROP;
   }
 
@@ -538,13 +647,20 @@ export class Client extends EventTarget {
     }
     if (!server) return this.#failed(412, 'the session changed while saving');
     // A latest edited by hand into something that is not JSON comes as its text.
-    this.#conflict = { serverId: server.id, server: parse(server.text), local: null };
+    let theirs;
+    try {
+      theirs = await this.#open(server.text, { newest: true });
+    } catch (error) {
+      // Sealed under another passphrase (changed on another device): kept here, never sent over it.
+      return this.#hold(0, error.code, error.message, body, seq);
+    }
+    this.#conflict = { serverId: server.id, server: theirs, local: null };
     return PAUSE;
   }
 
-  /** Refused for a reason of the server's or the token's: kept in the queue, reported. */
-  #hold(status, code, message, body, seq) {
-    this.#emit('error', { status, code, message, state: JSON.parse(body),
+  /** Refused for a reason of the server's, the token's or the passphrase's: kept in the queue, reported. */
+  async #hold(status, code, message, body, seq) {
+    this.#emit('error', { status, code, message, state: await this.#open(body).catch(() => undefined),
       queued: this.#queued + (seq === undefined ? 1 : 0) });
     return HOLD;
   }
@@ -603,14 +719,17 @@ export class Client extends EventTarget {
     for (const hook of this.#hooks) hook();
     if (!this.#pending || this.#conflict) return;
     clearTimeout(this.#timer);
-    const body = JSON.stringify(this.#pending.state);
+    const pending = this.#pending;
+    this.#pending = null;
+    if (this.#keys && this.#unchanged(pending)) return;
+    // Encrypted: the envelope save() began, once sealed, and once the passphrase was checked.
+    const body = !this.#keys ? JSON.stringify(pending.state) : this.#sealedNow(pending);
     const keepalive = typeof Request === 'function' && 'keepalive' in Request.prototype;
     const beacon = !keepalive && !this.#o.token && navigator.sendBeacon;
-    this.#pending = null;
-    if (this.#busy || this.#queued || this.#retryTimer || size(body) > UNLOAD_MAX || !(keepalive || beacon)) {
+    if (body === undefined || this.#busy || this.#queued || this.#retryTimer || size(body) > UNLOAD_MAX || !(keepalive || beacon)) {
       // Straight into IndexedDB (not behind a request that may wait on a dead server), to be
       // sent by this page if it lives on, else by the next one.
-      this.#enqueue(body).then(() => {
+      this.#enqueue(pending).then(() => {
         if (this.#retryTimer) this.#emit('offline', { queued: this.#queued, ...this.#fault });
         else this.flush();
       });
@@ -629,11 +748,11 @@ export class Client extends EventTarget {
     this.#serial(async () => {
       const outcome = await this.#write(body, undefined, response);
       if (outcome === RETRY || outcome === HOLD) {
-        await this.#enqueue(body);
+        await this.#enqueue(pending);
         if (outcome === RETRY) this.#emit('offline', { queued: this.#queued, ...this.#fault });
       }
       if (outcome === PAUSE) {
-        this.#pending ??= { state: JSON.parse(body) };
+        this.#pending ??= pending;
         this.#conflict.local = this.#local();
         this.#paused();
       }
@@ -645,12 +764,22 @@ export class Client extends EventTarget {
   /** The pending state joins the queue (while the queue waits, order is kept so). */
   async #enqueuePending() {
     if (!this.#pending) return;
-    const body = JSON.stringify(this.#pending.state);
+    const pending = this.#pending;
     this.#pending = null;
-    await this.#enqueue(body);
+    await this.#enqueue(pending);
   }
 
-  async #enqueue(body) {
+  /** A pending state ({ state }) joins the queue: as JSON text, or encrypted, as its envelope. */
+  async #enqueue(pending) {
+    let body;
+    try {
+      body = this.#keys ? (await this.#sealPending(pending)).body : JSON.stringify(pending.state);
+    } catch (error) {
+      // No key (wrong or no passphrase): the queue holds envelopes only, so it waits in memory.
+      this.#pending ??= pending;
+      this.#emit('error', { status: 0, code: error.code, message: error.message, queued: this.#queued });
+      return;
+    }
     await this.#queue.add(body, this.#tab, this.#base);
     this.#queued = await this.#queue.count();
   }
@@ -678,8 +807,102 @@ export class Client extends EventTarget {
    */
   async #landed(id, body, seq, orphan, latest) {
     if (!orphan) await this.#setBase(id, body, latest);
+    const plain = this.#plains.get(digest(body));
+    if (!orphan && plain) this.#knownPlain(id, plain);
     if (seq === undefined && !this.#queued) return;
     this.#queued = await this.#queue.landed(seq, orphan ? orphan.tab : this.#tab, orphan ? id : this.#base);
+  }
+
+  // --- encryption ---
+
+  /**
+   * The state in a body: JSON text, or an envelope opened with the keys (a body that is not an
+   * envelope is read as it is, so turning encryption on keeps older snapshots readable). Not
+   * JSON: the text, or with `strict`, an error. `newest`: the session's latest, whose salt new
+   * envelopes take. A key that does not fit locks sending until unlock().
+   */
+  async #open(text, { strict = false, newest = false } = {}) {
+    const value = strict ? JSON.parse(text) : parse(text);
+    if (!this.#keys || !isEnvelope(value)) return value;
+    let plain;
+    try {
+      plain = await this.#keys.open(value, newest);
+    } catch (error) {
+      const refusal = new SnapkeepError(0, error.code ?? 'wrong_passphrase', error.message);
+      if (newest && KEY_FAULTS.includes(refusal.code)) {
+        this.#verified = false;
+        this.#checked = Promise.reject(refusal);
+        this.#checked.catch(() => {});
+      }
+      throw refusal;
+    }
+    if (newest) {
+      this.#checked ??= Promise.resolve();
+      this.#verified = true;
+    }
+    return JSON.parse(plain);
+  }
+
+  /**
+   * Opens the session's newest envelope once, to learn the session's salt and that the
+   * passphrase is the one it was sealed with. Rejects with `wrong_passphrase` (kept until
+   * unlock()), or with a network fault (tried again next time).
+   */
+  #check() {
+    this.#checked ??= (async () => {
+      const latest = await this.#read('latest');
+      if (latest) await this.#open(latest.text, { newest: true });
+      this.#verified = true;
+    })().catch((error) => {
+      if (!KEY_FAULTS.includes(error.code)) this.#checked = null;
+      throw error;
+    });
+    return this.#checked;
+  }
+
+  /** Seals a pending state ({ state }) under the current keys, once: resolves to { body, plain }. */
+  #sealPending(pending) {
+    const { generation } = this.#keys;
+    if (pending.generation !== generation || !pending.sealing) {
+      pending.generation = generation;
+      pending.body = undefined;
+      pending.sealing = (async () => {
+        const text = JSON.stringify(pending.state);
+        const plain = digest(text); // the same as plainDigest(pending.state), without a second stringify
+        // The session's salt, when the server can tell it; offline, a new one.
+        await this.#check().catch((error) => {
+          if (KEY_FAULTS.includes(error.code)) throw error;
+        });
+        const body = await this.#keys.seal(text);
+        if (this.#plains.size >= 8) this.#plains.delete(this.#plains.keys().next().value);
+        this.#plains.set(digest(body), plain);
+        if (pending.generation === generation) Object.assign(pending, { body, plain });
+        return { body, plain };
+      })();
+    }
+    return pending.sealing;
+  }
+
+  /** The envelope of a pending state if it is sealed and may go out now; else undefined. */
+  #sealedNow(pending) {
+    return this.#verified && pending.generation === this.#keys.generation ? pending.body : undefined;
+  }
+
+  /** Whether a pending state is the state of the base (known from its digest). */
+  #unchanged(pending) {
+    const plain = pending.plain ?? plainDigest(pending.state);
+    return this.#base !== null && this.#lastPlain?.id === this.#base && this.#lastPlain.plain === plain;
+  }
+
+  /** Snapshot `id` holds the state of digest `plain`: remembered, so that it is not sent again. */
+  #knownPlain(id, plain) {
+    if (!this.#keys || !id) return;
+    this.#lastPlain = { id, plain };
+    try {
+      storage()?.setItem(this.#plainKey, `${id} ${plain}`);
+    } catch {
+      // full or blocked: for this page only
+    }
   }
 
   // --- helpers ---
@@ -787,6 +1010,14 @@ function randomId() {
   return Math.random().toString(36).slice(2) + Date.now().toString(36);
 }
 
+/** Errors of keys, not of the network: sending stops until unlock(). */
+const KEY_FAULTS = ['wrong_passphrase', 'no_passphrase', 'unsupported_envelope'];
+
+/** What tells one state from another without keeping it: a digest of its JSON text. */
+function plainDigest(state) {
+  return digest(JSON.stringify(state));
+}
+
 function snapshot({ id, text, integrity }) {
   return { id, createdAt: createdAt(id), state: JSON.parse(text), integrity };
 }
@@ -856,6 +1087,86 @@ function storage() {
 function timeout() {
   return AbortSignal.timeout?.(TIMEOUT);
 }
+
+// --- end-to-end encryption ---
+// The inspection page embeds this part as it is (the server writes it into the page), so the
+// two read envelopes the same way. Format and threat model: docs/encryption.md.
+
+/** PBKDF2-HMAC-SHA-256 rounds for a new salt: OWASP's 2023 recommendation for that hash. */
+const PBKDF2_ITERATIONS = 600000;
+
+/** Whether `value` is an envelope: what an encrypting client stores instead of the state. */
+export function isEnvelope(value) {
+  return value !== null && typeof value === 'object' && !Array.isArray(value) && 'snapkeep-encrypted' in value;
+}
+
+/** Key-derivation parameters for a new envelope: PBKDF2-SHA-256 with a random 16-byte salt. */
+export function newKdf() {
+  const salt = base64(crypto.getRandomValues(new Uint8Array(16)));
+  return { name: 'PBKDF2', hash: 'SHA-256', iterations: PBKDF2_ITERATIONS, salt };
+}
+
+/** The AES-256-GCM key that `passphrase` and an envelope's `kdf` give (slow on purpose). */
+export async function deriveKey(passphrase, kdf) {
+  if (kdf?.name !== 'PBKDF2' || kdf.hash !== 'SHA-256' || !(kdf.iterations >= 1) || typeof kdf.salt !== 'string') {
+    throw envelopeError('unsupported_envelope', `this client cannot derive a key with ${JSON.stringify(kdf)}`);
+  }
+  const material = await crypto.subtle.importKey('raw', new TextEncoder().encode(passphrase), 'PBKDF2', false, ['deriveKey']);
+  const params = { name: 'PBKDF2', hash: 'SHA-256', salt: unbase64(kdf.salt), iterations: kdf.iterations };
+  return crypto.subtle.deriveKey(params, material, { name: 'AES-GCM', length: 256 }, false, ['encrypt', 'decrypt']);
+}
+
+/**
+ * `text` encrypted with `key` (AES-256-GCM, a random 12-byte IV) as an envelope's JSON text.
+ * `kdf` says how the key was made (null: the app gave the key itself). The envelope's head
+ * (format version, cipher, kdf) is authenticated with the text, so it cannot be changed either.
+ */
+export async function seal(text, key, kdf) {
+  const head = { 'snapkeep-encrypted': 1, cipher: 'AES-256-GCM', kdf };
+  const iv = crypto.getRandomValues(new Uint8Array(12));
+  const params = { name: 'AES-GCM', iv, additionalData: envelopeHead(head) };
+  const data = await crypto.subtle.encrypt(params, key, new TextEncoder().encode(text));
+  return JSON.stringify({ ...head, iv: base64(iv), data: base64(new Uint8Array(data)) });
+}
+
+/** The text inside an envelope; an error with code `wrong_passphrase` when `key` does not open it. */
+export async function unseal(envelope, key) {
+  if (envelope['snapkeep-encrypted'] !== 1 || envelope.cipher !== 'AES-256-GCM') {
+    throw envelopeError('unsupported_envelope', `an envelope of format ${JSON.stringify(envelope['snapkeep-encrypted'])} with cipher ${JSON.stringify(envelope.cipher)}: this client reads format 1, AES-256-GCM`);
+  }
+  let plain;
+  try {
+    const params = { name: 'AES-GCM', iv: unbase64(envelope.iv), additionalData: envelopeHead(envelope) };
+    plain = await crypto.subtle.decrypt(params, key, unbase64(envelope.data));
+  } catch {
+    throw envelopeError('wrong_passphrase', 'cannot decrypt the snapshot: wrong passphrase or key (or the stored envelope was altered)');
+  }
+  return new TextDecoder().decode(plain);
+}
+
+/** The authenticated head: these fields, in this order, as compact JSON in UTF-8. */
+function envelopeHead({ 'snapkeep-encrypted': version, cipher, kdf }) {
+  const k = kdf && { name: kdf.name, hash: kdf.hash, iterations: kdf.iterations, salt: kdf.salt };
+  return new TextEncoder().encode(JSON.stringify({ 'snapkeep-encrypted': version, cipher, kdf: k }));
+}
+
+function envelopeError(code, message) {
+  return Object.assign(new Error(message), { code });
+}
+
+function base64(bytes) {
+  if (bytes.toBase64) return bytes.toBase64(); // native where the browser has it: much faster
+  let text = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(text);
+}
+
+function unbase64(text) {
+  if (Uint8Array.fromBase64) return Uint8Array.fromBase64(text);
+  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+}
+
+// --- end of end-to-end encryption ---
 
 // --- mirroring browser storage ---
 
@@ -1058,16 +1369,6 @@ export function decode(value) {
   return out;
 }
 
-function base64(bytes) {
-  let text = '';
-  for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  return btoa(text);
-}
-
-function unbase64(text) {
-  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
-}
-
 /** An IDBRequest as a promise. */
 function request(req) {
   return new Promise((resolve, reject) => {
@@ -1159,7 +1460,7 @@ function unhook() {
  * for this page only, and `onFault` is told once.
  */
 class Queue {
-  #memory = { rows: [], seq: 0, base: null };
+  #memory = { rows: [], seq: 0, records: {} };
   #failed = false;
 
   constructor(key, onFault) {
@@ -1238,8 +1539,132 @@ class Queue {
 
   /** Reads the last-seen id, or stores it when given one (or null). */
   meta(id) {
-    if (id === undefined) return this.#run(META, 'readonly', (s) => s.get(this.key), (m) => m.base);
-    return this.#run(META, 'readwrite', (s) => void s.put(id, this.key), (m) => void (m.base = id));
+    return this.#record(this.key, id);
+  }
+
+  /** Reads the keys this browser remembers for the session ({ salt: CryptoKey }), or stores them. */
+  keys(map) {
+    return this.#record(`${this.key} keys`, map);
+  }
+
+  #record(name, value) {
+    if (value === undefined) return this.#run(META, 'readonly', (s) => s.get(name), (m) => m.records[name]);
+    return this.#run(META, 'readwrite', (s) => void s.put(value, name), (m) => void (m.records[name] = value));
+  }
+}
+
+/**
+ * The keys of one session's envelopes: a CryptoKey the app gave, or keys from a passphrase, one
+ * per salt, each derived once (PBKDF2 is slow on purpose). New envelopes take the salt of the
+ * session's newest envelope, so every device derives one key. With `remember`, keys that
+ * opened or sealed an envelope are kept in IndexedDB as non-extractable CryptoKeys: the
+ * passphrase is asked once per browser, and no script can read a key's bytes.
+ */
+class Keyring {
+  #given; // a CryptoKey
+  #passphrase; // a string, or a function that asks for one
+  #asked = null; // promise: what the function answered
+  #derived = new Map(); // salt → promise of its key
+  #queue; // where remembered keys live, or null
+  #kept = new Set(); // salts whose key is remembered already
+  kdf = null; // how the key of new envelopes is made: the session's newest's, or a new one
+  generation = 0; // grows with each change of keys: what was sealed before is sealed again
+
+  constructor({ passphrase, key, remember = false }, queue) {
+    if (!passphrase && !key) throw new TypeError('snapkeep: encryption needs a passphrase or a key');
+    this.#given = key;
+    this.#passphrase = passphrase;
+    this.#queue = remember ? queue : null;
+  }
+
+  async seal(text) {
+    if (this.#given) return seal(text, this.#given, null);
+    this.kdf ??= newKdf();
+    const key = await this.#key(this.kdf);
+    const sealed = await seal(text, key, this.kdf);
+    await this.#remember(this.kdf.salt, key);
+    return sealed;
+  }
+
+  /** The text of an envelope; `newest`: the session's latest, whose salt new envelopes take. */
+  async open(envelope, newest = false) {
+    const kdf = envelope.kdf ?? null;
+    if (!kdf !== Boolean(this.#given)) {
+      throw envelopeError('wrong_passphrase', kdf
+        ? 'this snapshot was encrypted with a passphrase, and this client was given a key'
+        : 'this snapshot was encrypted with a key, and this client was given a passphrase');
+    }
+    if (!kdf) return unseal(envelope, this.#given);
+    let key = await this.#key(kdf);
+    let text;
+    try {
+      text = await unseal(envelope, key);
+    } catch (error) {
+      // A key this browser remembered from before the passphrase changed: ask for it.
+      const remembered = (await this.#queue?.keys())?.[kdf.salt];
+      if (error.code !== 'wrong_passphrase' || !remembered) throw error;
+      await this.#queue.keys(null);
+      this.#kept.clear();
+      this.#derived.delete(kdf.salt);
+      key = await this.#key(kdf);
+      text = await unseal(envelope, key);
+    }
+    await this.#remember(kdf.salt, key);
+    if (newest) this.kdf = kdf;
+    return text;
+  }
+
+  /** Whether an envelope's text opens with these keys. */
+  opens(text) {
+    const value = parse(text);
+    if (!isEnvelope(value)) return true;
+    return this.open(value).then(() => true, (error) => {
+      if (error.code === 'wrong_passphrase') return false;
+      throw error;
+    });
+  }
+
+  /** A new passphrase: a new salt, and nothing remembered of the old one. */
+  change(passphrase) {
+    this.reset(passphrase);
+    this.kdf = newKdf();
+    this.#queue?.keys(null);
+  }
+
+  /** Forgets derived keys and what the passphrase function answered; `passphrase` replaces it. */
+  reset(passphrase) {
+    if (passphrase) this.#passphrase = passphrase;
+    this.#asked = null;
+    this.#derived.clear();
+    this.#kept.clear();
+    this.kdf = null;
+    this.generation++;
+  }
+
+  #key(kdf) {
+    let key = this.#derived.get(kdf.salt);
+    if (!key) {
+      key = (async () => (await this.#queue?.keys())?.[kdf.salt] ?? deriveKey(await this.#secret(), kdf))();
+      this.#derived.set(kdf.salt, key);
+      key.catch(() => this.#derived.get(kdf.salt) === key && this.#derived.delete(kdf.salt));
+    }
+    return key;
+  }
+
+  #secret() {
+    if (typeof this.#passphrase !== 'function') return this.#passphrase;
+    this.#asked ??= Promise.resolve(this.#passphrase()).then((answer) => {
+      if (!answer) throw envelopeError('no_passphrase', 'no passphrase was given: backups stay on this device until one is');
+      return String(answer);
+    });
+    this.#asked.catch(() => (this.#asked = null));
+    return this.#asked;
+  }
+
+  async #remember(salt, key) {
+    if (!this.#queue || this.#kept.has(salt)) return;
+    this.#kept.add(salt);
+    await this.#queue.keys({ ...(await this.#queue.keys()), [salt]: key });
   }
 }
 

@@ -80,3 +80,8 @@ fn inspection_page_in_chromium() {
 fn one_tag_mirror_in_chromium() {
     run("mirror.test.mjs");
 }
+
+#[test]
+fn end_to_end_encryption_in_chromium() {
+    run("encryption.test.mjs");
+}

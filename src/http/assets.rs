@@ -19,6 +19,11 @@ const PAGE: &str = include_str!("../../client/inspect.html");
 
 /// Where the page learns the API's base path: the server writes it in, once, at start.
 const BASE_PLACEHOLDER: &str = "{{SNAPKEEP_BASE}}";
+/// Where the page gets the client's envelope code (one copy of the crypto, in snapkeep.js).
+const ENVELOPE_PLACEHOLDER: &str = "/* {{SNAPKEEP_ENVELOPE}} */";
+/// The lines of snapkeep.js between these two read and write encryption envelopes.
+const ENVELOPE_START: &str = "// --- end-to-end encryption ---";
+const ENVELOPE_END: &str = "// --- end of end-to-end encryption ---";
 
 /// The page runs its own inline script and talks to this server only.
 const PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
@@ -85,7 +90,9 @@ pub struct Assets {
 
 impl Assets {
     pub fn new(base_path: &str) -> Self {
-        let page = PAGE.replace(BASE_PLACEHOLDER, &html_escape(base_path));
+        let page = PAGE
+            .replace(BASE_PLACEHOLDER, &html_escape(base_path))
+            .replace(ENVELOPE_PLACEHOLDER, &envelope_code());
         Self {
             client: Asset::new(
                 Bytes::from_static(CLIENT.as_bytes()),
@@ -108,6 +115,17 @@ fn mirror_script() -> String {
     format!(
         "// snapkeep-mirror.js: client/snapkeep.js and client/mirror.js, one classic script.\n(() => {{\n'use strict';\n{module}\n{MIRROR}}})();\n"
     )
+}
+
+/// The envelope part of the client module, as plain script for the page.
+fn envelope_code() -> String {
+    let start = CLIENT
+        .find(ENVELOPE_START)
+        .expect("snapkeep.js marks its envelope part");
+    let end = CLIENT
+        .find(ENVELOPE_END)
+        .expect("snapkeep.js marks its envelope part's end");
+    CLIENT[start..end].replace("\nexport ", "\n")
 }
 
 pub async fn mirror(State(app): State<AppState>, headers: HeaderMap) -> Response {
@@ -157,6 +175,25 @@ mod tests {
         assert!(!script.lines().any(|line| line.starts_with("export ")));
         assert!(script.contains("function connect(") && script.contains("function mirrorPage("));
         assert!(script.trim_end().ends_with("})();"));
+    }
+
+    #[test]
+    fn the_page_gets_the_clients_envelope_code_without_exports() {
+        let page = Assets::new("/api/backup").page.body;
+        let page = std::str::from_utf8(&page).unwrap();
+        assert!(!page.contains("{{SNAPKEEP_ENVELOPE}}"));
+        for function in [
+            "function isEnvelope(",
+            "function deriveKey(",
+            "function unseal(",
+        ] {
+            assert!(page.contains(function), "{function}");
+        }
+        assert!(!page.contains("export function"));
+        assert!(
+            !envelope_code().contains("</script"),
+            "it would end the page's script"
+        );
     }
 
     #[test]

@@ -211,7 +211,7 @@ def markdown(doc):
         "moto runs for the whole benchmark, so it has no RSS or start time of its own. "
         "snapkeep-before*: BENCH_BASELINE, an older snapkeep.",
         "",
-        "### Issue 6 targets",
+        "### Targets",
         "",
         "| target | measured | goal | per repeat | |",
         "|---|--:|---|---|---|",

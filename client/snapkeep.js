@@ -17,6 +17,7 @@ const RETRY = Symbol('retry');
 const PAUSE = Symbol('pause');
 const DROP = Symbol('drop');
 const HOLD = Symbol('hold'); // refused for a reason not tied to the body (401, 403, …): kept
+const LOCKED = Symbol('locked'); // encryption: the server's state does not open here: nothing sent
 
 /** Connects to one session of a snapkeep server. See `Client`. */
 export function connect(options) {
@@ -149,13 +150,12 @@ export class Client extends EventTarget {
   /** The newest snapshot ({ id, createdAt, state, integrity }), or null when there is none. */
   async latest() {
     const latest = await this.#read('latest');
-    return latest && { ...snapshot(latest), state: await this.#open(latest.text, { strict: true, newest: true }) };
+    return latest && this.#snapshot(latest, true);
   }
 
   /** One snapshot by id. */
   async get(id) {
-    const read = await this.#read(encodeURIComponent(id));
-    return { ...snapshot(read), state: await this.#open(read.text, { strict: true }) };
+    return this.#snapshot(await this.#read(encodeURIComponent(id)));
   }
 
   /** The session's snapshots, newest first: [{ id, createdAt, bytes }]. */
@@ -177,7 +177,15 @@ export class Client extends EventTarget {
     // Saves still queued here are newer than anything on the server: the newest comes back.
     const queued = (await this.#queue.rows()).at(-1);
     if (queued) {
-      await applyState(await this.#open(queued.body, { strict: true }), null);
+      let state;
+      try {
+        state = await this.#open(queued.body, { strict: true });
+      } catch (error) {
+        if (!KEY_FAULTS.includes(error.code)) throw error;
+        this.#emit('error', { status: 0, code: error.code, message: error.message, queued: this.#queued });
+        return false;
+      }
+      await applyState(state, null);
       return true;
     }
     let latest;
@@ -211,7 +219,7 @@ export class Client extends EventTarget {
       await this.#ready;
       this.#pending = null;
       await this.#setBase(from.serverId);
-      this.#knownPlain(from.serverId, plainDigest(from.server));
+      if (this.#keys) this.#knownPlain(from.serverId, plainDigest(from.server));
       await this.#clearQueue();
       this.#conflict = null;
       if (this.status === 'conflict') this.status = 'idle';
@@ -229,7 +237,7 @@ export class Client extends EventTarget {
       const next = state !== undefined ? state : open && this.#local();
       if (open) {
         await this.#setBase(open.serverId);
-        this.#knownPlain(open.serverId, plainDigest(open.server));
+        if (this.#keys) this.#knownPlain(open.serverId, plainDigest(open.server));
         await this.#clearQueue();
         this.#conflict = null;
       }
@@ -244,7 +252,7 @@ export class Client extends EventTarget {
    * (null: the session is empty; the new passphrase applies from its first save).
    */
   async changePassphrase(passphrase) {
-    if (!this.#keys) throw new TypeError('snapkeep: changePassphrase() needs a client with encryption');
+    if (!this.#keys || this.#keys.given) throw new TypeError('snapkeep: changePassphrase() needs a client with encryption by passphrase');
     if (!passphrase) throw new TypeError('snapkeep: changePassphrase() needs a passphrase');
     await this.flush();
     if (this.#queued || this.#conflict || this.#retryTimer) {
@@ -253,6 +261,11 @@ export class Client extends EventTarget {
     await this.#serial(async () => {
       await this.#check();
       const latest = await this.#read('latest');
+      if (latest && latest.id !== this.#base) {
+        // Sealing the server's state again on top of this client's older one would let the
+        // app's next save overwrite it without a conflict.
+        throw new SnapkeepError(0, 'not_synced', "the session's latest snapshot is not this client's state: adopt() or resolve() it first");
+      }
       const state = latest && (await this.#open(latest.text, { strict: true }));
       this.#keys.change(passphrase);
       this.#checked = Promise.resolve(); // the new passphrase is the session's from now on
@@ -453,7 +466,11 @@ export class Client extends EventTarget {
   #heard(event) {
     // Decided after the writes in flight (a save's own event is no news), told after them.
     if (event.type === 'snapshot') this.#serial(() => this.#remote(event.id)).then((remote) => remote && this.#emit('remote', remote));
-    else if (event.type === 'deleted') this.#emit('deleted', event.data);
+    else if (event.type === 'deleted') {
+      // The base is gone: an unchanged state must go out again to be kept.
+      if (event.data?.latest?.id !== this.#base) this.#lastPlain = null;
+      this.#emit('deleted', event.data);
+    }
   }
 
   /**
@@ -528,10 +545,10 @@ export class Client extends EventTarget {
         // wrong one must never put a snapshot no other device can read on top.
         try {
           await this.#check();
-          if (pending) body = (await this.#sealPending(pending)).body;
-          if (entry && !(await this.#keys.opens(entry.body))) {
-            // Sealed offline, before the passphrase could be checked, under one that turned
-            // out wrong: no device could open it. The app's state goes with its next save.
+          body = pending ? (await this.#sealPending(pending)).body : await this.#resealed(entry.body);
+          if (body === undefined) {
+            // Sealed offline under a key this page no longer has (another passphrase): no
+            // device could open it. The app's state goes with its next save.
             await this.#dequeue(entry.seq);
             this.#emit('error', { status: 0, code: 'wrong_passphrase', queued: this.#queued,
               message: 'a save sealed offline under a passphrase the session does not have was dropped' });
@@ -554,12 +571,16 @@ export class Client extends EventTarget {
           return this.#base;
         }
       } else if (pending) {
-        body = JSON.stringify(pending.state);
+        body = pending.body = JSON.stringify(pending.state);
       }
       outcome ??= await this.#write(body, entry?.seq, undefined, false, orphan);
       if (outcome === DROP || typeof outcome === 'string') {
         if (!orphan) id = outcome === DROP ? null : outcome;
         continue;
+      }
+      if (outcome === LOCKED) {
+        if (pending) this.#pending ??= pending; // in memory: the queue holds envelopes the session opens
+        return null;
       }
       // Not sent. A state that went into the queue meanwhile (the page was hidden while this
       // one was on its way) is newer and supersedes a pending one; else the pending one waits.
@@ -639,6 +660,16 @@ export class Client extends EventTarget {
       else await this.#setBase(server ? server.id : null, server?.text, true);
       return this.#write(body, seq, undefined, true, orphan);
     }
+    // With encryption, nothing goes on top of a state that does not open here (its passphrase
+    // was changed on another device, or in another tab of this browser).
+    let theirs;
+    try {
+      theirs = server && (await this.#open(server.text, { newest: true }));
+    } catch (error) {
+      if (!KEY_FAULTS.includes(error.code)) throw error;
+      this.#emit('error', { status: 0, code: error.code, message: error.message, queued: this.#queued });
+      return LOCKED;
+    }
     if (!again && !orphan && this.#shared && server && server.id === (await this.#queue.meta())) {
       // Another tab of this browser saved it, from the very storage this state is read from:
       // it is this state's past, not another device's.
@@ -647,13 +678,6 @@ export class Client extends EventTarget {
     }
     if (!server) return this.#failed(412, 'the session changed while saving');
     // A latest edited by hand into something that is not JSON comes as its text.
-    let theirs;
-    try {
-      theirs = await this.#open(server.text, { newest: true });
-    } catch (error) {
-      // Sealed under another passphrase (changed on another device): kept here, never sent over it.
-      return this.#hold(0, error.code, error.message, body, seq);
-    }
     this.#conflict = { serverId: server.id, server: theirs, local: null };
     return PAUSE;
   }
@@ -724,8 +748,11 @@ export class Client extends EventTarget {
     if (this.#keys && this.#unchanged(pending)) return;
     // Encrypted: the envelope save() began, once sealed, and once the passphrase was checked.
     const body = !this.#keys ? JSON.stringify(pending.state) : this.#sealedNow(pending);
+    if (body !== undefined) pending.body = body;
     const keepalive = typeof Request === 'function' && 'keepalive' in Request.prototype;
-    const beacon = !keepalive && !this.#o.token && navigator.sendBeacon;
+    // A beacon is unconditional: never for a token, nor for an envelope (a passphrase may
+    // have changed elsewhere since this page checked it).
+    const beacon = !keepalive && !this.#o.token && !this.#keys && navigator.sendBeacon;
     if (body === undefined || this.#busy || this.#queued || this.#retryTimer || size(body) > UNLOAD_MAX || !(keepalive || beacon)) {
       // Straight into IndexedDB (not behind a request that may wait on a dead server), to be
       // sent by this page if it lives on, else by the next one.
@@ -751,6 +778,7 @@ export class Client extends EventTarget {
         await this.#enqueue(pending);
         if (outcome === RETRY) this.#emit('offline', { queued: this.#queued, ...this.#fault });
       }
+      if (outcome === LOCKED) this.#pending ??= pending;
       if (outcome === PAUSE) {
         this.#pending ??= pending;
         this.#conflict.local = this.#local();
@@ -773,7 +801,7 @@ export class Client extends EventTarget {
   async #enqueue(pending) {
     let body;
     try {
-      body = this.#keys ? (await this.#sealPending(pending)).body : JSON.stringify(pending.state);
+      body = this.#keys ? (await this.#sealPending(pending)).body : (pending.body ?? JSON.stringify(pending.state));
     } catch (error) {
       // No key (wrong or no passphrase): the queue holds envelopes only, so it waits in memory.
       this.#pending ??= pending;
@@ -807,57 +835,68 @@ export class Client extends EventTarget {
    */
   async #landed(id, body, seq, orphan, latest) {
     if (!orphan) await this.#setBase(id, body, latest);
-    const plain = this.#plains.get(digest(body));
-    if (!orphan && plain) this.#knownPlain(id, plain);
+    const plain = this.#keys && !orphan && this.#plains.get(digest(body));
+    if (plain) this.#knownPlain(id, plain);
     if (seq === undefined && !this.#queued) return;
     this.#queued = await this.#queue.landed(seq, orphan ? orphan.tab : this.#tab, orphan ? id : this.#base);
   }
 
   // --- encryption ---
 
+  /** A read snapshot as the app sees it: { id, createdAt, state, integrity }. */
+  async #snapshot({ id, text, integrity }, newest = false) {
+    return { id, createdAt: createdAt(id), state: await this.#open(text, { strict: true, newest }), integrity };
+  }
+
   /**
    * The state in a body: JSON text, or an envelope opened with the keys (a body that is not an
    * envelope is read as it is, so turning encryption on keeps older snapshots readable). Not
    * JSON: the text, or with `strict`, an error. `newest`: the session's latest, whose salt new
-   * envelopes take. A key that does not fit locks sending until unlock().
+   * envelopes take, and whose opening says whether the keys are the session's (see #settle);
+   * an answer that comes after the keys changed settles nothing.
    */
   async #open(text, { strict = false, newest = false } = {}) {
     const value = strict ? JSON.parse(text) : parse(text);
     if (!this.#keys || !isEnvelope(value)) return value;
-    let plain;
+    const generation = this.#keys.generation;
     try {
-      plain = await this.#keys.open(value, newest);
+      const state = JSON.parse(await this.#keys.open(value, newest));
+      if (newest && generation === this.#keys.generation) this.#settle(null);
+      return state;
     } catch (error) {
-      const refusal = new SnapkeepError(0, error.code ?? 'wrong_passphrase', error.message);
-      if (newest && KEY_FAULTS.includes(refusal.code)) {
-        this.#verified = false;
-        this.#checked = Promise.reject(refusal);
-        this.#checked.catch(() => {});
-      }
+      if (!error.code) throw error;
+      const refusal = new SnapkeepError(0, error.code, error.message);
+      if (newest && generation === this.#keys.generation && KEY_FAULTS.includes(refusal.code)) this.#settle(refusal);
       throw refusal;
     }
-    if (newest) {
-      this.#checked ??= Promise.resolve();
-      this.#verified = true;
-    }
-    return JSON.parse(plain);
+  }
+
+  /** The keys are the session's (`fault` null), or not: then nothing is sent until unlock(). */
+  #settle(fault) {
+    this.#verified = !fault;
+    this.#checked = fault ? Promise.reject(fault) : Promise.resolve();
+    this.#checked.catch(() => {});
   }
 
   /**
-   * Opens the session's newest envelope once, to learn the session's salt and that the
-   * passphrase is the one it was sealed with. Rejects with `wrong_passphrase` (kept until
-   * unlock()), or with a network fault (tried again next time).
+   * Opens the session's newest envelope once, to learn the session's salt and that the keys are
+   * the ones it was sealed with. Rejects with a key fault (kept until unlock()) or with a
+   * network fault (tried again next time).
    */
   #check() {
-    this.#checked ??= (async () => {
+    if (this.#checked) return this.#checked;
+    const generation = this.#keys.generation;
+    const checking = (async () => {
       const latest = await this.#read('latest');
       if (latest) await this.#open(latest.text, { newest: true });
-      this.#verified = true;
-    })().catch((error) => {
-      if (!KEY_FAULTS.includes(error.code)) this.#checked = null;
-      throw error;
+      // No envelope to open (an empty session, a plain latest): the keys are the session's.
+      if (generation === this.#keys.generation && !this.#verified) this.#settle(null);
+    })();
+    this.#checked = checking;
+    checking.catch((error) => {
+      if (this.#checked === checking && !KEY_FAULTS.includes(error.code)) this.#checked = null;
     });
-    return this.#checked;
+    return checking;
   }
 
   /** Seals a pending state ({ state }) under the current keys, once: resolves to { body, plain }. */
@@ -868,19 +907,55 @@ export class Client extends EventTarget {
       pending.body = undefined;
       pending.sealing = (async () => {
         const text = JSON.stringify(pending.state);
-        const plain = digest(text); // the same as plainDigest(pending.state), without a second stringify
-        // The session's salt, when the server can tell it; offline, a new one.
+        // The session's salt, when the server can tell it (offline: this browser's last).
         await this.#check().catch((error) => {
           if (KEY_FAULTS.includes(error.code)) throw error;
         });
-        const body = await this.#keys.seal(text);
-        if (this.#plains.size >= 8) this.#plains.delete(this.#plains.keys().next().value);
-        this.#plains.set(digest(body), plain);
-        if (pending.generation === generation) Object.assign(pending, { body, plain });
-        return { body, plain };
+        const sealed = await this.#sealText(text);
+        if (pending.generation === generation) Object.assign(pending, sealed);
+        return sealed;
       })();
     }
     return pending.sealing;
+  }
+
+  /** `text` in an envelope: { body, plain }. A key fault (no passphrase given) stops sending. */
+  async #sealText(text) {
+    const generation = this.#keys.generation;
+    let body;
+    try {
+      // Before the check (offline), a key made now is not taken as the session's.
+      body = await this.#keys.seal(text, this.#verified);
+    } catch (error) {
+      if (!KEY_FAULTS.includes(error.code)) throw error;
+      const refusal = new SnapkeepError(0, error.code, error.message);
+      if (generation === this.#keys.generation) this.#settle(refusal);
+      throw refusal;
+    }
+    const plain = digest(text);
+    if (this.#plains.size >= 8) this.#plains.delete(this.#plains.keys().next().value);
+    this.#plains.set(digest(body), plain);
+    return { body, plain };
+  }
+
+  /**
+   * A queued body as it may go out: an envelope under the session's key. One sealed offline
+   * under another salt (or queued before encryption was on) is sealed again; undefined when no
+   * key here opens it.
+   */
+  async #resealed(body) {
+    const value = parse(body);
+    if (isEnvelope(value) && (value.kdf?.salt ?? null) === (this.#keys.kdf?.salt ?? null)) return body;
+    let text = body;
+    if (isEnvelope(value)) {
+      try {
+        text = await this.#keys.open(value);
+      } catch (error) {
+        if (KEY_FAULTS.includes(error.code)) return undefined;
+        throw error;
+      }
+    }
+    return (await this.#sealText(text)).body;
   }
 
   /** The envelope of a pending state if it is sealed and may go out now; else undefined. */
@@ -1018,9 +1093,6 @@ function plainDigest(state) {
   return digest(JSON.stringify(state));
 }
 
-function snapshot({ id, text, integrity }) {
-  return { id, createdAt: createdAt(id), state: JSON.parse(text), integrity };
-}
 
 /** A snapshot id starts with its UTC creation time: 20261123T185337.123456Z-… */
 function createdAt(id) {
@@ -1108,7 +1180,9 @@ export function newKdf() {
 
 /** The AES-256-GCM key that `passphrase` and an envelope's `kdf` give (slow on purpose). */
 export async function deriveKey(passphrase, kdf) {
-  if (kdf?.name !== 'PBKDF2' || kdf.hash !== 'SHA-256' || !(kdf.iterations >= 1) || typeof kdf.salt !== 'string') {
+  // The rounds are capped: an envelope must not make a client work for minutes.
+  const rounds = kdf?.iterations;
+  if (kdf?.name !== 'PBKDF2' || kdf.hash !== 'SHA-256' || !(rounds >= 1 && rounds <= 10000000) || typeof kdf.salt !== 'string') {
     throw envelopeError('unsupported_envelope', `this client cannot derive a key with ${JSON.stringify(kdf)}`);
   }
   const material = await crypto.subtle.importKey('raw', new TextEncoder().encode(passphrase), 'PBKDF2', false, ['deriveKey']);
@@ -1556,17 +1630,19 @@ class Queue {
 /**
  * The keys of one session's envelopes: a CryptoKey the app gave, or keys from a passphrase, one
  * per salt, each derived once (PBKDF2 is slow on purpose). New envelopes take the salt of the
- * session's newest envelope, so every device derives one key. With `remember`, keys that
- * opened or sealed an envelope are kept in IndexedDB as non-extractable CryptoKeys: the
- * passphrase is asked once per browser, and no script can read a key's bytes.
+ * session's newest envelope, so every device derives one key. A key is proven once it opened
+ * an envelope of the session, or sealed one after the check; with `remember`, proven keys are
+ * kept in IndexedDB as non-extractable CryptoKeys (with their kdf): the passphrase is asked
+ * once per browser, a browser offline seals under the session's salt, and no script can read
+ * a key's bytes.
  */
 class Keyring {
   #given; // a CryptoKey
   #passphrase; // a string, or a function that asks for one
   #asked = null; // promise: what the function answered
   #derived = new Map(); // salt → promise of its key
-  #queue; // where remembered keys live, or null
-  #kept = new Set(); // salts whose key is remembered already
+  #proven = new Set(); // salts whose key is known to be the session's
+  #queue; // where proven keys are remembered ([{ kdf, key }], newest last), or null
   kdf = null; // how the key of new envelopes is made: the session's newest's, or a new one
   generation = 0; // grows with each change of keys: what was sealed before is sealed again
 
@@ -1577,17 +1653,25 @@ class Keyring {
     this.#queue = remember ? queue : null;
   }
 
-  async seal(text) {
+  /** Whether the app gave the key (there is no passphrase to change). */
+  get given() {
+    return Boolean(this.#given);
+  }
+
+  /** `text` sealed; `trusted`: the keys were checked against the session, so this one is its. */
+  async seal(text, trusted) {
     if (this.#given) return seal(text, this.#given, null);
-    this.kdf ??= newKdf();
-    const key = await this.#key(this.kdf);
-    const sealed = await seal(text, key, this.kdf);
-    await this.#remember(this.kdf.salt, key);
+    this.kdf ??= (await this.#remembered()).at(-1)?.kdf ?? newKdf();
+    const { kdf } = this;
+    const key = await this.#key(kdf);
+    const sealed = await seal(text, key, kdf);
+    if (trusted) await this.#prove(kdf, key);
     return sealed;
   }
 
   /** The text of an envelope; `newest`: the session's latest, whose salt new envelopes take. */
   async open(envelope, newest = false) {
+    const generation = this.generation;
     const kdf = envelope.kdf ?? null;
     if (!kdf !== Boolean(this.#given)) {
       throw envelopeError('wrong_passphrase', kdf
@@ -1595,48 +1679,35 @@ class Keyring {
         : 'this snapshot was encrypted with a key, and this client was given a passphrase');
     }
     if (!kdf) return unseal(envelope, this.#given);
-    let key = await this.#key(kdf);
     let text;
     try {
-      text = await unseal(envelope, key);
+      text = await unseal(envelope, await this.#key(kdf));
     } catch (error) {
       // A key this browser remembered from before the passphrase changed: ask for it.
-      const remembered = (await this.#queue?.keys())?.[kdf.salt];
-      if (error.code !== 'wrong_passphrase' || !remembered) throw error;
-      await this.#queue.keys(null);
-      this.#kept.clear();
-      this.#derived.delete(kdf.salt);
-      key = await this.#key(kdf);
-      text = await unseal(envelope, key);
+      if (error.code !== 'wrong_passphrase' || !(await this.#forget(kdf.salt))) throw error;
+      text = await unseal(envelope, await this.#key(kdf));
     }
-    await this.#remember(kdf.salt, key);
-    if (newest) this.kdf = kdf;
+    if (generation === this.generation) {
+      await this.#prove(kdf, await this.#key(kdf));
+      if (newest) this.kdf = kdf;
+    }
     return text;
   }
 
-  /** Whether an envelope's text opens with these keys. */
-  opens(text) {
-    const value = parse(text);
-    if (!isEnvelope(value)) return true;
-    return this.open(value).then(() => true, (error) => {
-      if (error.code === 'wrong_passphrase') return false;
-      throw error;
-    });
-  }
-
-  /** A new passphrase: a new salt, and nothing remembered of the old one. */
+  /** A new passphrase: a new salt. Keys of older salts stay here, for the snapshots sealed before. */
   change(passphrase) {
-    this.reset(passphrase);
+    this.#passphrase = passphrase;
+    this.#asked = null;
     this.kdf = newKdf();
-    this.#queue?.keys(null);
+    this.generation++;
+    this.#queue?.keys([]);
   }
 
-  /** Forgets derived keys and what the passphrase function answered; `passphrase` replaces it. */
+  /** After a wrong passphrase: forgets keys not proven and the function's answer; `passphrase` replaces it. */
   reset(passphrase) {
     if (passphrase) this.#passphrase = passphrase;
     this.#asked = null;
-    this.#derived.clear();
-    this.#kept.clear();
+    for (const salt of [...this.#derived.keys()]) if (!this.#proven.has(salt)) this.#derived.delete(salt);
     this.kdf = null;
     this.generation++;
   }
@@ -1644,7 +1715,11 @@ class Keyring {
   #key(kdf) {
     let key = this.#derived.get(kdf.salt);
     if (!key) {
-      key = (async () => (await this.#queue?.keys())?.[kdf.salt] ?? deriveKey(await this.#secret(), kdf))();
+      key = (async () => {
+        const remembered = (await this.#remembered()).find((r) => r.kdf.salt === kdf.salt);
+        if (remembered) this.#proven.add(kdf.salt);
+        return remembered?.key ?? deriveKey(await this.#secret(), kdf);
+      })();
       this.#derived.set(kdf.salt, key);
       key.catch(() => this.#derived.get(kdf.salt) === key && this.#derived.delete(kdf.salt));
     }
@@ -1661,10 +1736,27 @@ class Keyring {
     return this.#asked;
   }
 
-  async #remember(salt, key) {
-    if (!this.#queue || this.#kept.has(salt)) return;
-    this.#kept.add(salt);
-    await this.#queue.keys({ ...(await this.#queue.keys()), [salt]: key });
+  async #remembered() {
+    const kept = await this.#queue?.keys();
+    return Array.isArray(kept) ? kept : [];
+  }
+
+  async #prove(kdf, key) {
+    if (this.#proven.has(kdf.salt)) return;
+    this.#proven.add(kdf.salt);
+    if (!this.#queue) return;
+    const others = (await this.#remembered()).filter((r) => r.kdf.salt !== kdf.salt);
+    await this.#queue.keys([...others, { kdf, key }].slice(-4));
+  }
+
+  /** Forgets a remembered key that no longer opens; false when it was not remembered. */
+  async #forget(salt) {
+    const kept = await this.#remembered();
+    if (!kept.some((r) => r.kdf.salt === salt)) return false;
+    await this.#queue.keys(kept.filter((r) => r.kdf.salt !== salt));
+    this.#derived.delete(salt);
+    this.#proven.delete(salt);
+    return true;
   }
 }
 

@@ -111,6 +111,25 @@ async fn the_same_body_twice_is_deduplicated() {
     assert_eq!(app.listed("s").await, vec![third, second, first]);
 }
 
+/// The contract: a deduplicated save writes nothing. The TTL's "last used" is kept beside the
+/// snapshots, so the file keeps its bytes and its modification time.
+#[tokio::test]
+async fn a_deduplicated_save_leaves_the_snapshot_file_as_it_was() {
+    let app = TestApp::spawn().await;
+    let id = app.save("s", r#"{"v":1}"#).await;
+    let file = app.session_dir("s").join(format!("{id}.json"));
+    let past = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(past)
+        .unwrap();
+    assert_eq!(app.post("s", r#"{"v":1}"#).await.status(), 200);
+    assert_eq!(std::fs::metadata(&file).unwrap().modified().unwrap(), past);
+    assert_eq!(std::fs::read(&file).unwrap(), br#"{"v":1}"#);
+}
+
 both!(whitespace_differences_are_not_duplicates);
 async fn whitespace_differences_are_not_duplicates() {
     let app = TestApp::spawn().await;

@@ -230,11 +230,19 @@ test('changing the passphrase seals the latest again as a new snapshot; the old 
   assert.notEqual(envelopes[0].kdf.salt, envelopes[1].kdf.salt, 'a new salt');
   assert.ok(!JSON.stringify(envelopes).includes(MARKER));
 
-  // The device with the old passphrase: its next save is held, the new snapshot stays latest.
+  // The device with the old passphrase: its next save waits in memory (not in the queue,
+  // which holds only envelopes the session opens), and the new snapshot stays latest.
   const latestBefore = await latestText('dave');
   assert.equal(await saveNow(other, state(6)), null);
   const refused = (await events(other, 'error')).at(-1);
   assert.equal(refused?.code, 'wrong_passphrase', JSON.stringify(refused));
+  assert.equal(await latestText('dave'), latestBefore);
+  assert.equal(await other.evaluate(() => window.client.queued), 0);
+  // Given the new passphrase, it meets the owner's state, decrypted, as a conflict.
+  assert.equal(await other.evaluate(() => window.client.unlock('a whole new passphrase')), true);
+  const conflict = await eventually(async () => (await events(other, 'conflict'))[0], { what: 'the conflict' });
+  assert.deepEqual(conflict.server, state(5));
+  assert.deepEqual(conflict.local, state(6));
   assert.equal(await latestText('dave'), latestBefore);
 
   // A third browser with the new passphrase restores the same state.
@@ -275,6 +283,38 @@ test('saves made offline wait in IndexedDB as envelopes only, and go out once th
   const envelope = JSON.parse(text);
   assert.deepEqual(JSON.parse(await unseal(envelope, await deriveKey(PASSPHRASE, envelope.kdf))), state(8));
   await page.close();
+  await back.stop();
+});
+
+test('saves queued before encryption was turned on go out sealed', { timeout: TIMEOUT }, async () => {
+  const first = await startServer({ env: { SNAPKEEP_CORS_ORIGINS: app.origin } });
+  const context = await browser.newContext();
+  const open = async (srv, options) => {
+    const page = await context.newPage();
+    const params = new URLSearchParams({ server: srv.origin, session: 'gina', options: JSON.stringify(options) });
+    await page.goto(`${app.origin}/app.html?${params}`);
+    await page.waitForFunction(() => window.ready === true);
+    return page;
+  };
+  const plain = await open(first, {});
+  assert.ok(await saveNow(plain, state(11)));
+  await first.stop();
+  assert.equal(await saveNow(plain, state(12)), null); // queued, as plain JSON
+  await plain.close();
+
+  // The app's next version turns encryption on; the server is back.
+  const back = await startServer({ port: first.port, dataDir: first.dataDir, env: { SNAPKEEP_CORS_ORIGINS: app.origin } });
+  const page = await open(back, withPassphrase());
+  const dir = join(back.dataDir, 'gina');
+  await eventually(() => readdirSync(dir).filter((name) => name.endsWith('.json')).length === 2, { what: 'the queued save' });
+  const newest = readdirSync(dir).filter((name) => name.endsWith('.json')).sort().at(-1);
+  const text = readFileSync(join(dir, newest), 'utf8');
+  assert.ok(!text.includes(MARKER), `sent in the clear: ${text}`);
+  const envelope = JSON.parse(text);
+  const { deriveKey, unseal } = await import(CLIENT_FILE);
+  assert.deepEqual(JSON.parse(await unseal(envelope, await deriveKey(PASSPHRASE, envelope.kdf))), state(12));
+  assert.equal(await page.evaluate(() => window.client.queued), 0);
+  await context.close();
   await back.stop();
 });
 

@@ -54,7 +54,8 @@ export class Client extends EventTarget {
   #fault = { status: 0, message: 'not sent yet', retryInMs: 0 }; // the last fault, for `offline`
   #token = null; // the last token, for the synchronous send on page hide
   #chain = Promise.resolve();
-  #busy = 0; // writes running or waiting in #chain: a page-hide send must not overtake them
+  #busy = 0; // writes running or waiting in #chain (not a feed event's read): a page-hide send must not overtake them
+  #tails = 0; // of those, drains whose last write is answered and that only look for more
   #hooks = []; // run before the page-hide send (a mirror reads its keys)
   #stops = []; // a mirror's watchers, undone by close()
   #crossOrigin; // the server is on another origin than the page (CORS)
@@ -465,7 +466,7 @@ export class Client extends EventTarget {
   /** An event of the feed, read by this tab or passed on by the tab that reads it. */
   #heard(event) {
     // Decided after the writes in flight (a save's own event is no news), told after them.
-    if (event.type === 'snapshot') this.#serial(() => this.#remote(event.id)).then((remote) => remote && this.#emit('remote', remote));
+    if (event.type === 'snapshot') this.#serial(() => this.#remote(event.id), false).then((remote) => remote && this.#emit('remote', remote));
     else if (event.type === 'deleted') {
       // The base is gone: an unchanged state must go out again to be kept.
       if (event.data?.latest?.id !== this.#base) this.#lastPlain = null;
@@ -532,72 +533,85 @@ export class Client extends EventTarget {
     // Saves of other tabs still open are theirs to send (each on top of its own base, so the
     // second of two tabs gets the conflict); those of closed tabs are sent here.
     const live = await liveTabs();
-    for (;;) {
-      const entry = (await this.#queue.rows()).find((row) => this.#mine(row) || !live?.has(row.tab));
-      const pending = !entry && this.#pending;
-      if (!entry && !pending) return id;
-      if (pending) this.#pending = null;
-      let body = entry?.body;
-      const orphan = entry && !this.#mine(entry) ? entry : undefined;
-      let outcome;
-      if (this.#keys) {
-        // Nothing leaves before the passphrase has opened the session's newest envelope: a
-        // wrong one must never put a snapshot no other device can read on top.
-        try {
-          await this.#check();
-          body = pending ? (await this.#sealPending(pending)).body : await this.#resealed(entry.body);
-          if (body === undefined) {
-            // Sealed offline under a key this page no longer has (another passphrase): no
-            // device could open it. The app's state goes with its next save.
-            await this.#dequeue(entry.seq);
-            this.#emit('error', { status: 0, code: 'wrong_passphrase', queued: this.#queued,
-              message: 'a save sealed offline under a passphrase the session does not have was dropped' });
-            continue;
+    let tail = false;
+    const untail = () => {
+      if (tail) this.#tails--;
+      tail = false;
+    };
+    try {
+      for (;;) {
+        const entry = (await this.#queue.rows()).find((row) => this.#mine(row) || !live?.has(row.tab));
+        const pending = !entry && this.#pending;
+        if (!entry && !pending) return id;
+        untail();
+        if (pending) this.#pending = null;
+        let body = entry?.body;
+        const orphan = entry && !this.#mine(entry) ? entry : undefined;
+        let outcome;
+        if (this.#keys) {
+          // Nothing leaves before the passphrase has opened the session's newest envelope: a
+          // wrong one must never put a snapshot no other device can read on top.
+          try {
+            await this.#check();
+            body = pending ? (await this.#sealPending(pending)).body : await this.#resealed(entry.body);
+            if (body === undefined) {
+              // Sealed offline under a key this page no longer has (another passphrase): no
+              // device could open it. The app's state goes with its next save.
+              await this.#dequeue(entry.seq);
+              this.#emit('error', { status: 0, code: 'wrong_passphrase', queued: this.#queued,
+                message: 'a save sealed offline under a passphrase the session does not have was dropped' });
+              continue;
+            }
+          } catch (error) {
+            if (!KEY_FAULTS.includes(error.code)) {
+              outcome = this.#failed(error.status ?? 0, error.message);
+            } else {
+              if (pending) this.#pending ??= pending;
+              this.#emit('error', { status: 0, code: error.code, message: error.message, queued: this.#queued });
+              return null;
+            }
           }
-        } catch (error) {
-          if (!KEY_FAULTS.includes(error.code)) {
-            outcome = this.#failed(error.status ?? 0, error.message);
-          } else {
-            if (pending) this.#pending ??= pending;
-            this.#emit('error', { status: 0, code: error.code, message: error.message, queued: this.#queued });
-            return null;
+          if (pending && !outcome && this.#unchanged(pending)) {
+            // Envelopes of one state differ (each has its own IV): the server cannot tell it
+            // is unchanged, so it is not sent.
+            this.#emit('saved', { id: this.#base, status: 200, createdAt: createdAt(this.#base),
+              bytes: 0, deduplicated: true, sent: false, queued: this.#queued });
+            return this.#base;
           }
+        } else if (pending) {
+          body = pending.body = JSON.stringify(pending.state);
         }
-        if (pending && !outcome && this.#unchanged(pending)) {
-          // Envelopes of one state differ (each has its own IV): the server cannot tell it
-          // is unchanged, so it is not sent.
-          this.#emit('saved', { id: this.#base, status: 200, createdAt: createdAt(this.#base),
-            bytes: 0, deduplicated: true, sent: false, queued: this.#queued });
-          return this.#base;
+        outcome ??= await this.#write(body, entry?.seq, undefined, false, orphan);
+        if (outcome === DROP || typeof outcome === 'string') {
+          if (!orphan) id = outcome === DROP ? null : outcome;
+          // Only bookkeeping until the next write: a page-hide send may go on top of `id`.
+          if (!tail) this.#tails++;
+          tail = true;
+          continue;
         }
-      } else if (pending) {
-        body = pending.body = JSON.stringify(pending.state);
-      }
-      outcome ??= await this.#write(body, entry?.seq, undefined, false, orphan);
-      if (outcome === DROP || typeof outcome === 'string') {
-        if (!orphan) id = outcome === DROP ? null : outcome;
-        continue;
-      }
-      if (outcome === LOCKED) {
-        if (pending) this.#pending ??= pending; // in memory: the queue holds envelopes the session opens
+        if (outcome === LOCKED) {
+          if (pending) this.#pending ??= pending; // in memory: the queue holds envelopes the session opens
+          return null;
+        }
+        // Not sent. A state that went into the queue meanwhile (the page was hidden while this
+        // one was on its way) is newer and supersedes a pending one; else the pending one waits.
+        const own = (await this.#queue.rows()).filter((row) => (orphan ? row.tab === orphan.tab : this.#mine(row)));
+        const newer = pending && own.length > 0;
+        if (outcome === PAUSE) {
+          if (pending && !newer) this.#pending ??= pending;
+          // A closed tab's save in conflict: this tab shows it, and adopt()/resolve() drop it.
+          this.#conflict.orphan = orphan?.tab;
+          this.#conflict.local = own.length ? await this.#open(own.at(-1).body) : pending.state;
+          this.#paused();
+          return null;
+        }
+        if (pending && !newer) await this.#enqueue(pending);
+        await this.#enqueuePending();
+        if (outcome === RETRY) this.#emit('offline', { queued: this.#queued, ...this.#fault });
         return null;
       }
-      // Not sent. A state that went into the queue meanwhile (the page was hidden while this
-      // one was on its way) is newer and supersedes a pending one; else the pending one waits.
-      const own = (await this.#queue.rows()).filter((row) => (orphan ? row.tab === orphan.tab : this.#mine(row)));
-      const newer = pending && own.length > 0;
-      if (outcome === PAUSE) {
-        if (pending && !newer) this.#pending ??= pending;
-        // A closed tab's save in conflict: this tab shows it, and adopt()/resolve() drop it.
-        this.#conflict.orphan = orphan?.tab;
-        this.#conflict.local = own.length ? await this.#open(own.at(-1).body) : pending.state;
-        this.#paused();
-        return null;
-      }
-      if (pending && !newer) await this.#enqueue(pending);
-      await this.#enqueuePending();
-      if (outcome === RETRY) this.#emit('offline', { queued: this.#queued, ...this.#fault });
-      return null;
+    } finally {
+      untail();
     }
   }
 
@@ -753,7 +767,7 @@ export class Client extends EventTarget {
     // A beacon is unconditional: never for a token, nor for an envelope (a passphrase may
     // have changed elsewhere since this page checked it).
     const beacon = !keepalive && !this.#o.token && !this.#keys && navigator.sendBeacon;
-    if (body === undefined || this.#busy || this.#queued || this.#retryTimer || size(body) > UNLOAD_MAX || !(keepalive || beacon)) {
+    if (body === undefined || this.#busy > this.#tails || this.#queued || this.#retryTimer || size(body) > UNLOAD_MAX || !(keepalive || beacon)) {
       // Straight into IndexedDB (not behind a request that may wait on a dead server), to be
       // sent by this page if it lives on, else by the next one.
       this.#enqueue(pending).then(() => {
@@ -1021,8 +1035,17 @@ export class Client extends EventTarget {
     await this.#queue.meta(id);
   }
 
-  /** Runs `fn` after everything started before it; the chain survives failures. */
-  #serial(fn) {
+  /**
+   * Runs `fn` after everything started before it; the chain survives failures. Unless `write`
+   * is false (a read, such as a feed event's), it counts in #busy: a page-hide send then does
+   * not overtake it.
+   */
+  #serial(fn, write = true) {
+    if (!write) {
+      const run = this.#chain.then(fn);
+      this.#chain = run.catch(() => {});
+      return run;
+    }
     this.#busy++;
     const run = this.#chain.then(fn).finally(() => this.#busy--);
     this.#chain = run.catch(() => {});

@@ -51,8 +51,6 @@ WORKLOADS = {
     "W5": dict(targets=["snapkeep", "snapkeep-nofsync", "nginx", "dufs", "express"]),
 }
 WRK_THREADS = 2  # the machine the issue names has 2 cores
-# The pause after every run of a write workload: see Bench.measure.
-FREED_INODES_SETTLE_S = 6
 
 
 def main():
@@ -129,6 +127,7 @@ class Bench:
         return [t for t in WORKLOADS[workload]["targets"] if t in self.opts.targets]
 
     def prepare(self):
+        spread_run_dirs(self.tmp / "runs")
         self.snapkeep_sha256 = pin_binaries(self.tmp / "bin")
         if BASELINE:
             copy = BINARIES["snapkeep_before"]
@@ -188,12 +187,6 @@ class Bench:
         finally:
             remove_tree(run_dir)
             os.sync()  # let the next run start with no writeback of this one pending
-            if workload in ("W1", "W2", "W4") and target not in S3_TARGETS:
-                # ext4 without a journal allocates new inodes past the ones freed in the last
-                # 5 s (once written back): a run right after one that deleted thousands of
-                # files (rotation, or the cleanup above) would pay for them in every file it
-                # creates.
-                time.sleep(FREED_INODES_SETTLE_S)
         record = dict(repeat=repeat, workload=label, target=target, **result)
         self.records.append(record)
         log(f"[{self.runs}/{total}] {label:8} {target:23} {summary_line(record)}"
@@ -409,6 +402,23 @@ def machine_info():
         wrk=first(["wrk", "-v"]).split(" [")[0], nginx=first(["nginx", "-v"]),
         dufs=first([str(BENCH / ".tools" / "bin" / "dufs"), "-V"]), node=first(["node", "-v"]),
     )
+
+
+def spread_run_dirs(runs):
+    """Makes `runs` and marks it as a top of directory hierarchies (`chattr +T`), so that ext4
+    puts each run's directory in a block group it chooses afresh instead of beside the last
+    run's. ext4 without a journal does not reuse an inode freed in the last minute or more
+    (`recently_deleted` in fs/ext4/ialloc.c: 60 s, 360 s while the inode's table block is
+    dirty), and every create scans past each such inode of its group: measured here, creates
+    in the group where the last run had just removed 250,000 files ran at a tenth of their
+    speed (the probe without fsync: 5,000 to 9,000 writes/s instead of 100,000; 8,600 still
+    30 s later), so a run's result depended on what ran before it. Where chattr cannot set
+    the flag (another filesystem) it says so, and the runs go on."""
+    runs.mkdir()
+    flag = subprocess.run(["chattr", "+T", str(runs)], capture_output=True, text=True)
+    if flag.returncode != 0:
+        log(f"note: chattr +T {runs} failed ({flag.stderr.strip()}); on ext4 a run may pay "
+            "for the inodes the run before it freed")
 
 
 def settle_json_server(data_dir, answered, timeout=20.0):

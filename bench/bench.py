@@ -41,10 +41,11 @@ DISK_PROBES = {
     "disk-nofsync-rotating": (10, False),
 }
 HTTP = [t for t in TARGETS if t not in S3_TARGETS]  # with snapkeep-before* if BENCH_BASELINE
+W1_ONLY = ["http-disk"]
 WORKLOADS = {
     "W1": dict(targets=list(DISK_PROBES) + HTTP + ["snapkeep-s3", "moto-put"], connections=16,
                body=SMALL),
-    "W2": dict(targets=HTTP, connections=4, body=LARGE),
+    "W2": dict(targets=[t for t in HTTP if t not in W1_ONLY], connections=4, body=LARGE),
     "W3": dict(targets=["snapkeep", "snapkeep-before", "http-floor", "nginx", "dufs", "express",
                         "json-server", "snapkeep-s3", "moto-get"], connections=16),
     "W4": dict(targets=["snapkeep", "snapkeep-nofsync"], connections=16, body=SMALL),

@@ -5,7 +5,7 @@ from statistics import median
 
 WORKLOAD_ORDER = ["W1", "W2", "W3", "W4@0", "W4@10k", "W4@100k", "W5"]
 TARGET_ORDER = ["disk-limit", "disk-rotating", "disk-nofsync", "disk-nofsync-rotating", "snapkeep",
-                "snapkeep-nofsync", "snapkeep-before", "snapkeep-before-nofsync", "http-floor",
+                "snapkeep-nofsync", "snapkeep-before", "snapkeep-before-nofsync", "http-floor", "http-disk",
                 "nginx", "dufs", "express", "json-server", "snapkeep-s3", "moto-put", "moto-get"]
 BY_BYTES = {"W2", "W5"}  # compared by MiB/s; the others by req/s
 
@@ -47,6 +47,10 @@ INFO_RATIOS = [
     ("(info) W1 no fsync ÷ nginx PUT", ("W1", "snapkeep-nofsync"), ("W1", "nginx"), "req_s"),
     ("(info) disk, no fsync: with retention's deletes ÷ without", ("W1", "disk-nofsync-rotating"),
      ("W1", "disk-nofsync"), "req_s"),
+    ("(info) W1 durable ÷ HTTP stack doing the rotating probe's write", ("W1", "snapkeep"),
+     ("W1", "http-disk"), "req_s"),
+    ("(info) HTTP stack doing the rotating probe's write ÷ the probe", ("W1", "http-disk"),
+     ("W1", "disk-rotating"), "req_s"),
     ("(info) W1 HTTP stack ceiling ÷ nginx PUT", ("W1", "http-floor"), ("W1", "nginx"), "req_s"),
     ("(info) W2 HTTP stack ceiling ÷ nginx PUT, MiB/s", ("W2", "http-floor"), ("W2", "nginx"),
      "mib_s"),
@@ -98,7 +102,7 @@ def snapkeep_for(workload, target):
     reads, otherwise (no HTTP peer fsyncs) the no-fsync one; on moto, snapkeep-s3."""
     if target.startswith("moto-"):
         return "snapkeep-s3"
-    if target in ("disk-limit", "disk-rotating") or workload == "W3":
+    if target in ("disk-limit", "disk-rotating", "http-disk") or workload == "W3":
         return "snapkeep"
     return "snapkeep-nofsync"
 

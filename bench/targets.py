@@ -74,6 +74,8 @@ TARGETS = {
         Target("snapkeep-nofsync", env={"SNAPKEEP_FSYNC": "false"}, **SNAPKEEP),
         # The HTTP stack's ceiling: tokio + hyper + axum answering from memory (no disk).
         Target("http-floor", disk=False, **dict(SNAPKEEP, ready_path="/api/backup/s0/latest")),
+        # The same stack doing the rotating disk probe's durable write per POST (W1 only).
+        Target("http-disk", fsync=True, **dict(SNAPKEEP, ready_path="/api/backup/s0/latest")),
         Target("nginx", **PUT_PEER),
         Target("dufs", **PUT_PEER),
         Target(
@@ -208,6 +210,8 @@ class Server:
             return ["moto_server", "-H", "127.0.0.1", "-p", str(self.port)], env
         if name == "http-floor":
             return [str(BINARIES["http_floor"]), f"127.0.0.1:{self.port}"], env
+        if name == "http-disk":
+            return [str(BINARIES["http_floor"]), f"127.0.0.1:{self.port}", str(self.data_dir)], env
         if name == "nginx":
             conf = (BENCH / "nginx.conf.template").read_text()
             values = {

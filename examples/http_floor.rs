@@ -8,8 +8,8 @@
 //!
 //! Given a data directory, a `POST` also does the rotating disk probe's durable write before
 //! it answers, on tokio's blocking pool as snapkeep does: create a temp file in the session's
-//! directory, write the body, fsync, rename, fsync the directory, list it and delete all but
-//! the newest 10. That is the ceiling for W1 of any server on this stack that makes each write
+//! directory, write the body, fsync, rename, fsync the directory, then list it and delete all
+//! but the newest 10 (the probe deletes by number without listing; snapkeep lists, as here). That is the ceiling for W1 of any server on this stack that makes each write
 //! durable, with nothing of snapkeep's own (no checks, ids, locks, metrics or logs).
 //!
 //! ```sh

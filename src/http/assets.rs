@@ -20,7 +20,7 @@ const PAGE: &str = include_str!("../../client/inspect.html");
 /// Where the page learns the API's base path: the server writes it in, once, at start.
 const BASE_PLACEHOLDER: &str = "{{SNAPKEEP_BASE}}";
 /// Where the page gets the client's envelope code (one copy of the crypto, in snapkeep.js).
-const ENVELOPE_PLACEHOLDER: &str = "/* {{SNAPKEEP_ENVELOPE}} */";
+const ENVELOPE_PLACEHOLDER: &str = "/* {{envelope code from snapkeep.js}} */";
 /// The lines of snapkeep.js between these two read and write encryption envelopes.
 const ENVELOPE_START: &str = "// --- end-to-end encryption ---";
 const ENVELOPE_END: &str = "// --- end of end-to-end encryption ---";
@@ -181,7 +181,7 @@ mod tests {
     fn the_page_gets_the_clients_envelope_code_without_exports() {
         let page = Assets::new("/api/backup").page.body;
         let page = std::str::from_utf8(&page).unwrap();
-        assert!(!page.contains("{{SNAPKEEP_ENVELOPE}}"));
+        assert!(!page.contains("{{envelope code from snapkeep.js}}"));
         for function in [
             "function isEnvelope(",
             "function deriveKey(",
